@@ -1,0 +1,69 @@
+"""Command line of the book tooling: ``python -m mathlib.book {execute,pages,list,check-html}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _param(pairs):
+    out = {}
+    for name, value in pairs or []:
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def main(argv=None) -> int:
+    from mathlib.book._paths import repo_root, toc_notebooks
+
+    parser = argparse.ArgumentParser(prog="python -m mathlib.book", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("execute", help="execute notebooks with papermill (incremental, atomic)")
+    ex.add_argument("notebooks", nargs="*", help="source notebooks (default: every notebook in _toc.yml)")
+    ex.add_argument("--quick", action="store_true", help="inject quick=True (fast preview; what CI runs)")
+    ex.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="inject a parameter (YAML value), e.g. -p seed 3 -p alphas '[0.01, 0.1]'")
+    ex.add_argument("--workers", type=int, default=2)
+    ex.add_argument("--force", action="store_true", help="execute even when nothing changed")
+    sub.add_parser("pages", help="regenerate the figure gallery and the status page")
+    sub.add_parser("list", help="list the notebooks in _toc.yml")
+    ch = sub.add_parser("check-html", help="check a built book: no external scripts/styles, no broken links")
+    ch.add_argument("html_dir", type=Path)
+    args = parser.parse_args(argv)
+    root = repo_root()
+    if args.cmd == "execute":
+        from mathlib.book._execute import execute
+        from mathlib.book._pages import write_pages
+
+        if args.workers < 1:
+            parser.error(f"argument --workers must be >= 1, got {args.workers}")
+        failures = execute(root, [Path(n) for n in args.notebooks] or None, quick=args.quick,
+                           extra_parameters=_param(args.parameter), workers=args.workers, force=args.force)
+        write_pages(root)
+        return 1 if failures else 0
+    if args.cmd == "pages":
+        from mathlib.book._pages import write_pages
+
+        for p in write_pages(root):
+            print(p.relative_to(root))
+        return 0
+    if args.cmd == "list":
+        for nb in toc_notebooks(root):
+            print(nb.as_posix())
+        return 0
+    if args.cmd == "check-html":
+        from mathlib.book._check import check_html
+
+        problems = check_html(args.html_dir)
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} problem(s) in {args.html_dir}")
+        return 1 if problems else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

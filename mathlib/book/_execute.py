@@ -1,0 +1,225 @@
+"""Execute the book's notebooks with papermill: incremental, parallel, atomic.
+
+* A notebook is re-executed only when its *content hash* changed: the source notebook, the
+  numerical library (``mathlib/**/*.py`` except this build tooling), the parameters and the
+  lock file ``requirements.lock``.
+* Each notebook runs in a staging folder; only on success are its figures and the executed
+  notebook moved into ``book/_generated`` (``os.replace``), so a failed or interrupted run never
+  replaces the last good outputs.
+* A failure names the notebook and the failing cell, the other notebooks still run, and the
+  command exits non-zero.
+* Full mode passes no parameters, so the published notebook has no injected-parameters cell
+  (every notebook's default is ``quick = False``); quick mode injects ``quick = True``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as _dt
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mathlib.book._paths import GENERATED, executed_path, toc_notebooks
+
+STATE_FILE = GENERATED / "state.json"
+FIGURES = GENERATED / "figures"
+STAGING = GENERATED / ".staging"
+
+
+def content_hash(root: Path, source: Path, parameters: dict[str, Any]) -> str:
+    """SHA-256 over the notebook, the library sources, the parameters and the lock file."""
+    h = hashlib.sha256()
+    h.update(b"notebook\0" + (root / source).read_bytes())
+    for path in sorted((root / "mathlib").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("mathlib/book/"):
+            continue  # build tooling, not computation
+        h.update(rel.encode() + b"\0" + path.read_bytes())
+    h.update(b"parameters\0" + json.dumps(parameters, sort_keys=True).encode())
+    lock = root / "requirements.lock"
+    if lock.is_file():
+        h.update(b"lock\0" + lock.read_bytes())
+    return h.hexdigest()
+
+
+def load_state(root: Path) -> dict[str, Any]:
+    path = root / STATE_FILE
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    return {"notebooks": {}}
+
+
+def save_state(root: Path, state: dict[str, Any]) -> None:
+    path = root / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def kernel_env(root: Path, source: Path, staging_figs: Path, workers: int) -> dict[str, str]:
+    """Environment of the kernel: figure folder, notebook name, CPU-only JAX with a compile cache."""
+    env = {
+        "MATHLIB_FIGURES_DIR": str(staging_figs),
+        "MATHLIB_NOTEBOOK": source.as_posix(),
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(root / ".cache" / "jax"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "PYTHONHASHSEED": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    if workers > 1:  # one core per notebook instead of oversubscribing the machine
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return env
+
+
+def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Execute one notebook into staging; promote its outputs only on success. Runs in a worker."""
+    root, source = Path(root_s), Path(source_s)
+    slug = source.with_suffix("").as_posix().replace("/", "__")
+    staging = root / STAGING / slug
+    shutil.rmtree(staging, ignore_errors=True)
+    figs = staging / "figures"
+    figs.mkdir(parents=True)
+    os.environ.update(kernel_env(root, source, figs, workers))
+    out_tmp = staging / source.name
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"source": source.as_posix()}
+    try:
+        import papermill as pm
+        from papermill.exceptions import PapermillExecutionError
+
+        try:
+            pm.execute_notebook(
+                str(root / source),
+                str(out_tmp),
+                parameters=parameters or None,
+                kernel_name="python3",
+                cwd=str((root / source).parent),
+                progress_bar=False,
+                log_output=False,
+                request_save_on_cell_execute=False,
+            )
+        except PapermillExecutionError as err:
+            result.update(
+                status="failed",
+                cell=f"In [{err.exec_count}]",
+                cell_index=err.cell_index,
+                error=f"{err.ename}: {err.evalue}".strip()[:2000],
+            )
+            return result
+    except Exception as err:  # kernel died, bad notebook, missing kernel...
+        result.update(status="failed", cell="-", error="".join(traceback.format_exception_only(err)).strip()[:2000])
+        return result
+    finally:
+        result["seconds"] = round(time.perf_counter() - t0, 2)
+        if result.get("status") == "failed":
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # Promote: figures first, then the notebook (the notebook is the marker of a good run).
+    (root / FIGURES).mkdir(parents=True, exist_ok=True)
+    produced = []
+    for f in sorted(figs.iterdir()):
+        if f.name.startswith("."):
+            continue
+        os.replace(f, root / FIGURES / f.name)
+        produced.append(f.name)
+    final = root / executed_path(source)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out_tmp, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    result.update(status="ok", figures=sorted({Path(p).stem for p in produced}))
+    return result
+
+
+def execute(
+    root: Path,
+    sources: list[Path] | None = None,
+    *,
+    quick: bool = False,
+    extra_parameters: dict[str, Any] | None = None,
+    workers: int = 2,
+    force: bool = False,
+    stream=sys.stdout,
+) -> int:
+    """Execute notebooks (default: all in ``_toc.yml``). Returns the number of failures."""
+    root = root.resolve()
+    sources = [Path(s) for s in (sources or toc_notebooks(root))]
+    for s in sources:
+        if not (root / s).is_file():
+            raise FileNotFoundError(f"execute: notebook {s} does not exist (paths are relative to {root})")
+    parameters: dict[str, Any] = dict(extra_parameters or {})
+    if quick:
+        parameters["quick"] = True
+    state = load_state(root)
+    todo, skipped = [], 0
+    for s in sources:
+        key = s.as_posix()
+        digest = content_hash(root, s, parameters)
+        prev = state["notebooks"].get(key, {})
+        if (
+            not force
+            and prev.get("hash") == digest
+            and prev.get("status") == "ok"
+            and (root / executed_path(s)).is_file()
+        ):
+            skipped += 1
+            print(f"[skip] {key} (unchanged since {prev.get('finished', '?')})", file=stream, flush=True)
+            continue
+        todo.append((s, digest))
+    mode = "quick" if quick else "full"
+    print(f"executing {len(todo)} notebook(s) in {mode} mode with {workers} worker(s); {skipped} unchanged", file=stream, flush=True)
+    failures = 0
+    if not todo:
+        return 0
+    t_start = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+        futures = {pool.submit(run_one, str(root), s.as_posix(), parameters, workers): (s, d) for s, d in todo}
+        for n, fut in enumerate(cf.as_completed(futures), 1):
+            s, digest = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as err:  # worker crashed
+                res = {"source": s.as_posix(), "status": "failed", "cell": "-", "error": repr(err), "seconds": 0.0}
+            entry = state["notebooks"].setdefault(s.as_posix(), {})
+            entry.update(
+                mode=mode,
+                parameters=parameters,
+                seconds=res.get("seconds"),
+                finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                status=res["status"],
+            )
+            if res["status"] == "ok":
+                entry.update(hash=digest, figures=res.get("figures", []), error=None, cell=None)
+                print(f"[{n}/{len(todo)}] ok     {s.as_posix()}  {res['seconds']:.1f} s", file=stream, flush=True)
+            else:
+                failures += 1
+                entry.update(error=res.get("error"), cell=res.get("cell"))
+                entry.pop("hash", None)
+                print(
+                    f"[{n}/{len(todo)}] FAILED {s.as_posix()} at cell {res.get('cell')} after {res.get('seconds', 0):.1f} s\n"
+                    f"        {res.get('error')}\n"
+                    f"        (the previous executed copy and figures, if any, are kept)",
+                    file=stream,
+                    flush=True,
+                )
+            save_state(root, state)
+    print(
+        f"done in {time.perf_counter() - t_start:.1f} s: {len(todo) - failures} ok, {failures} failed, {skipped} unchanged",
+        file=stream,
+        flush=True,
+    )
+    return failures

@@ -1,0 +1,301 @@
+"""The book platform: notebook hygiene, environment files in step, figure contract, executor."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
+NOTEBOOKS = [p for p in NOTEBOOKS if ".ipynb_checkpoints" not in p.parts]
+
+
+def _params_cells(nb):
+    return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+
+
+# --------------------------------------------------------------------------- notebooks
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebook under notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT / "notebooks").as_posix())
+def test_notebook_is_clean_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} are committed with outputs (strip them)"
+    params = _params_cells(nb)
+    assert len(params) == 1, f"{path.name}: expected exactly one cell tagged 'parameters', found {len(params)}"
+    names = {}
+    for node in ast.parse(params[0].source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = node.value
+    assert {"quick", "seed"} <= set(names), f"{path.name}: the parameters cell must define quick and seed"
+    assert isinstance(names["quick"], ast.Constant) and names["quick"].value is False, (
+        f"{path.name}: the default must be quick = False, so full runs inject no parameters cell"
+    )
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert "import mathlib" in code[0] and "except ImportError" in code[0], (
+        f"{path.name}: the first code cell must make mathlib importable outside the repository"
+    )
+    for src in code:
+        assert not re.search(r"^\s*from myst_nb import", src, re.M), (
+            f"{path.name}: use mathlib.record / save_figure instead of importing myst_nb (the notebook must run outside the book)"
+        )
+
+
+def test_every_notebook_is_in_the_toc():
+    from mathlib.book._paths import toc_notebooks
+
+    in_toc = {p.as_posix() for p in toc_notebooks(ROOT)}
+    on_disk = {p.relative_to(ROOT).as_posix() for p in NOTEBOOKS}
+    assert on_disk == in_toc, f"not in _toc.yml: {sorted(on_disk - in_toc)}; missing on disk: {sorted(in_toc - on_disk)}"
+
+
+def test_every_toc_page_exists_or_is_generated():
+    from mathlib.book._paths import toc_files
+
+    for entry in toc_files(ROOT):
+        if entry.startswith("book/_generated/"):
+            continue
+        assert (ROOT / f"{entry}.md").is_file() or (ROOT / f"{entry}.ipynb").is_file(), f"_toc.yml names {entry}, which does not exist"
+
+
+# --------------------------------------------------------------------------- environment files
+def _lock() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, ver = line.partition("==")
+            out[canonicalize_name(name)] = ver
+    return out
+
+
+def _pyproject_requirements() -> list[Requirement]:
+    import tomllib
+
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in proj["dependencies"]]
+    for extra in proj.get("optional-dependencies", {}).values():
+        reqs += [Requirement(r) for r in extra]
+    return reqs
+
+
+def test_lock_satisfies_pyproject_ranges():
+    lock = _lock()
+    for req in _pyproject_requirements():
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req.name} (pyproject.toml) is not pinned in requirements.lock"
+        assert req.specifier.contains(lock[name], prereleases=True), f"lock pins {req.name}=={lock[name]}, outside {req.specifier}"
+
+
+def test_jupyter_book_is_pinned_below_2():
+    assert _lock()["jupyter-book"].startswith("1."), "Jupyter Book 2 does not read _config.yml/_toc.yml"
+
+
+def test_environment_yml_matches_the_lock():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pins: dict[str, str] = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            for p in dep.get("pip", []):
+                if "==" in p:
+                    n, _, v = p.partition("==")
+                    pins[canonicalize_name(n)] = v
+        elif "=" in dep:
+            n, _, v = dep.partition("=")
+            pins[canonicalize_name(n)] = v
+    assert pins.get("python", "").startswith("3.11")
+    lock = _lock()
+    for req in _pyproject_requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is in pyproject.toml but not in environment.yml"
+        assert pins[name] == lock[name], f"environment.yml pins {req.name}={pins[name]}, the lock {lock[name]}"
+
+
+def test_math_macros_are_mirrored_for_latex():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    mj = cfg["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+    tex = (ROOT / "book" / "macros.tex").read_text()
+    latex = dict(re.findall(r"\\newcommand\{\\(\w+)\}(?:\[(\d)\])?", tex))
+    assert set(mj) == set(latex), f"MathJax-only: {set(mj) - set(latex)}; LaTeX-only: {set(latex) - set(mj)}"
+    for name, body in mj.items():
+        nargs = str(body[1]) if isinstance(body, list) else ""
+        assert latex[name] == nargs, f"macro \\{name}: {nargs or 0} arguments in MathJax, {latex[name] or 0} in LaTeX"
+
+
+def test_execution_is_off_in_the_book_build():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+
+
+# --------------------------------------------------------------------------- figure contract
+def _draw(tmp_path, monkeypatch, sub):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mathlib as ml
+
+    monkeypatch.setenv("MATHLIB_FIGURES_DIR", str(tmp_path / sub))
+    ml.use_style()
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [1, 4, 9], label="$x^2$")
+    ax.set_xlabel("$x$")
+    ax.legend()
+    return ml.save_figure(fig, "fig-intro-test-contract", caption="A test figure.", show=False)
+
+
+def test_figures_are_byte_identical_across_runs(tmp_path, monkeypatch):
+    a = _draw(tmp_path, monkeypatch, "a")
+    b = _draw(tmp_path, monkeypatch, "b")
+    assert set(a) == {"pdf", "svg", "png"}
+    for fmt in a:
+        assert Path(a[fmt]).read_bytes() == Path(b[fmt]).read_bytes(), f"{fmt} differs between two runs"
+    manifest = json.loads((tmp_path / "a" / "fig-intro-test-contract.json").read_text())
+    assert manifest["caption"] == "A test figure." and manifest["files"]["svg"] == "fig-intro-test-contract.svg"
+
+
+@pytest.mark.parametrize("bad", ["fig-Fallah2020-x", "fallah2020-x", "fig-fallah2020-", "fig-fallah2020-a_b"])
+def test_figure_id_must_follow_the_contract(bad, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import mathlib as ml
+
+    monkeypatch.setenv("MATHLIB_FIGURES_DIR", str(tmp_path))
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="figure_id"):
+        ml.save_figure(fig, bad, caption="x", show=False)
+    plt.close(fig)
+
+
+def test_record_returns_plain_python():
+    import jax.numpy as jnp
+    import numpy as np
+    import mathlib as ml
+
+    from mathlib._figures import _plain
+
+    assert type(_plain(np.float64(0.5))) is float
+    assert type(_plain(jnp.asarray(3))) is int
+    assert type(_plain(np.bool_(True))) is bool
+    assert _plain(jnp.arange(3.0)) == [0.0, 1.0, 2.0]
+    assert _plain({"a": (np.float32(1.5),)}) == {"a": [1.5]}
+    assert ml.record("t-a", np.float64(0.5)) is None
+    with pytest.raises(ValueError, match="name"):
+        ml.record("", 1.0)
+
+
+# --------------------------------------------------------------------------- executor
+_SETUP = "import mathlib as ml\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt"
+
+
+def _nb(path: Path, body: str, value: float = 1.0):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(f"quick = False\nseed = 0\nvalue = {value}")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell(_SETUP), params, nbformat.v4.new_code_cell(body)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+_GOOD = textwrap.dedent(
+    """
+    ml.record("t-value", value)
+    ml.record("t-quick", quick)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, value])
+    ml.save_figure(fig, "fig-intro-executor-test", caption="executor test", show=False)
+    """
+)
+
+
+@pytest.fixture()
+def fake_repo(tmp_path):
+    """A minimal repository: _toc.yml, mathlib/ (hashed, not imported), two notebooks."""
+    (tmp_path / "mathlib").mkdir()
+    (tmp_path / "mathlib" / "__init__.py").write_text("# stand-in: the kernel imports the installed mathlib\n")
+    (tmp_path / "requirements.lock").write_text("x==1\n")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: index\nchapters:\n"
+        "  - file: book/_generated/notebooks/t/01-good\n"
+        "  - file: book/_generated/notebooks/t/02-other\n"
+    )
+    _nb(tmp_path / "notebooks" / "t" / "01-good.ipynb", _GOOD, 1.0)
+    _nb(tmp_path / "notebooks" / "t" / "02-other.ipynb", "ml.record('t-other', 2)")
+    return tmp_path
+
+
+def _execute(root, *args):
+    return subprocess.run([sys.executable, "-m", "mathlib.book", "execute", *args], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_executor_atomic_incremental_and_clean(fake_repo):
+    from mathlib.book import read_records
+
+    gen = fake_repo / "book" / "_generated"
+    out = gen / "notebooks" / "t" / "01-good.ipynb"
+    fig = gen / "figures" / "fig-intro-executor-test.svg"
+
+    r = _execute(fake_repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read_records(out) == {"t-value": 1.0, "t-quick": False, "fig-intro-executor-test": "<figure>"}
+    good_nb, good_fig = out.read_bytes(), fig.read_bytes()
+    # full mode injects nothing: the published notebook has no injected-parameters cell
+    assert not any("injected-parameters" in c.get("metadata", {}).get("tags", [])
+                   for c in nbformat.read(out, as_version=4).cells)
+    state = json.loads((gen / "state.json").read_text())["notebooks"]
+    assert state["notebooks/t/01-good.ipynb"]["status"] == "ok" and state["notebooks/t/01-good.ipynb"]["seconds"] > 0
+    assert (gen / "status.md").is_file() and "fig-intro-executor-test" in (gen / "gallery.md").read_text()
+
+    # nothing changed: nothing is executed
+    r = _execute(fake_repo)
+    assert r.returncode == 0 and "executing 0 notebook(s)" in r.stdout, r.stdout
+
+    # a library change invalidates every notebook
+    (fake_repo / "mathlib" / "__init__.py").write_text("# changed\n")
+    r = _execute(fake_repo)
+    assert "executing 2 notebook(s)" in r.stdout, r.stdout
+    good_nb, good_fig = out.read_bytes(), fig.read_bytes()
+
+    # a failing notebook is named with its cell, the other still runs, previous outputs are kept
+    _nb(fake_repo / "notebooks" / "t" / "01-good.ipynb", _GOOD + "\nraise RuntimeError('deliberate failure')\n", 5.0)
+    _nb(fake_repo / "notebooks" / "t" / "02-other.ipynb", "ml.record('t-other', 3)")
+    r = _execute(fake_repo)
+    assert r.returncode == 1
+    assert "FAILED notebooks/t/01-good.ipynb at cell In [3]" in r.stdout and "deliberate failure" in r.stdout, r.stdout
+    assert out.read_bytes() == good_nb and fig.read_bytes() == good_fig
+    assert read_records(gen / "notebooks" / "t" / "02-other.ipynb") == {"t-other": 3}
+    assert not list((gen / ".staging").glob("*")) if (gen / ".staging").exists() else True
+    assert "failed at In [3]" in (gen / "status.md").read_text()
+
+    # quick mode injects quick=True (and re-executes: parameters are part of the hash)
+    _nb(fake_repo / "notebooks" / "t" / "01-good.ipynb", _GOOD, 1.0)
+    r = _execute(fake_repo, "--quick", "--workers", "1", "notebooks/t/01-good.ipynb")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read_records(out)["t-quick"] is True
+
+    # a parameter from the command line reaches the notebook
+    r = _execute(fake_repo, "-p", "value", "7.5", "notebooks/t/01-good.ipynb")
+    assert r.returncode == 0 and read_records(out)["t-value"] == 7.5, r.stdout + r.stderr
+
+
+def test_executor_rejects_unknown_notebook(fake_repo):
+    r = _execute(fake_repo, "notebooks/t/missing.ipynb")
+    assert r.returncode != 0 and "missing.ipynb does not exist" in (r.stdout + r.stderr)
