@@ -299,3 +299,22 @@ def test_executor_atomic_incremental_and_clean(fake_repo):
 def test_executor_rejects_unknown_notebook(fake_repo):
     r = _execute(fake_repo, "notebooks/t/missing.ipynb")
     assert r.returncode != 0 and "missing.ipynb does not exist" in (r.stdout + r.stderr)
+
+
+# --------------------------------------------------------------------------- offline check
+def test_check_html_catches_external_resources_and_broken_links(tmp_path):
+    from mathlib.book._check import check_html
+
+    (tmp_path / "index.html").write_text(
+        '<html><head><script src="https://cdn.example.org/x.js"></script>'
+        '<link rel="stylesheet" href="//fonts.example.org/f.css"><link rel="stylesheet" href="ok.css"></head>'
+        '<body><a id="top"></a><a href="missing.html">x</a><a href="index.html#top">ok</a>'
+        '<a href="index.html#nowhere">bad anchor</a><a href="https://example.org">external link is fine</a></body></html>'
+    )
+    (tmp_path / "ok.css").write_text("@font-face { src: url('https://fonts.example.org/a.woff'); }")
+    problems = check_html(tmp_path)
+    text = "\n".join(problems)
+    assert "cdn.example.org/x.js" in text and "//fonts.example.org/f.css" in text
+    assert "broken link missing.html" in text and "broken anchor index.html#nowhere" in text
+    assert "fonts.example.org/a.woff" in text
+    assert "example.org\n" not in text + "\n" and len(problems) == 5
