@@ -1,0 +1,116 @@
+"""Core containers and pytree helpers.
+
+An *episode* bundles the three data batches that one task contributes to a meta-gradient
+(Fallah et al., Algorithm 1): the inner-loop batch $D_{in}$ (``support``), the outer batch $D_o$
+(``query``) and an independent batch $D_h$ for the Hessian / finite-difference term (``hessian``;
+``None`` means "reuse ``support``").
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Episode",
+    "hessian_batch",
+    "tree_add",
+    "tree_sub",
+    "tree_scale",
+    "tree_axpy",
+    "tree_vdot",
+    "tree_norm",
+    "tree_mean",
+    "tree_zeros_like",
+    "tree_all_finite",
+    "num_tasks",
+]
+
+
+class Episode(NamedTuple):
+    """One task's batches for a meta-gradient estimate.
+
+    Attributes:
+        support: inner-loop batch $D_{in}$ (the adaptation $U_i(w)$ uses it).
+        query: outer batch $D_o$ (the loss evaluated at the adapted point).
+        hessian: independent batch $D_h$ for the Hessian-vector product of MAML and the finite
+            differences of HF-MAML (Fallah et al., Alg. 1 and 3). ``None`` reuses ``support``,
+            which makes ``maml_grad`` the plain autodiff gradient of the MAML objective.
+
+    A batched episode (leading task axis on every leaf) is what ``meta_gradient`` consumes.
+    """
+
+    support: Any
+    query: Any
+    hessian: Any = None
+
+    @classmethod
+    def deterministic(cls, task) -> "Episode":
+        r"""Episode using the same batch (e.g. a ``QuadraticTask``) for support, query and Hessian.
+
+        Returns ``Episode(task, task, None)``: ``hessian=None`` means "reuse ``support``", so the
+        Hessian term is evaluated on the same batch and estimators may reuse $\nabla f(w;D_{in})$.
+        """
+        return cls(task, task, None)
+
+
+def hessian_batch(episode: Episode):
+    """The batch $D_h$ of an episode: ``episode.hessian`` or, if it is None, ``episode.support``."""
+    return episode.support if episode.hessian is None else episode.hessian
+
+
+def tree_add(a, b):
+    """Leafwise ``a + b``."""
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def tree_sub(a, b):
+    """Leafwise ``a - b``."""
+    return jax.tree_util.tree_map(jnp.subtract, a, b)
+
+
+def tree_scale(s, a):
+    """Leafwise ``s * a`` for a scalar ``s``."""
+    return jax.tree_util.tree_map(lambda x: s * x, a)
+
+
+def tree_axpy(s, x, y):
+    """Leafwise ``s * x + y``."""
+    return jax.tree_util.tree_map(lambda u, v: s * u + v, x, y)
+
+
+def tree_vdot(a, b):
+    """Euclidean inner product of two pytrees with identical structure."""
+    leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x, y: jnp.vdot(x, y), a, b))
+    return sum(leaves) if leaves else jnp.zeros(())
+
+
+def tree_norm(a):
+    """Euclidean norm of a pytree (all leaves flattened together)."""
+    return jnp.sqrt(tree_vdot(a, a))
+
+
+def tree_mean(a, axis: int = 0):
+    """Mean of every leaf over ``axis`` (default: the leading task axis)."""
+    return jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=axis), a)
+
+
+def tree_zeros_like(a):
+    """Pytree of zeros with the structure, shapes and dtypes of ``a``."""
+    return jax.tree_util.tree_map(jnp.zeros_like, a)
+
+
+def tree_all_finite(a):
+    """Scalar boolean: every leaf of ``a`` is finite (traceable)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(a)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def num_tasks(batched) -> int:
+    """Size of the leading (task) axis of a batched pytree; raises ValueError if inconsistent."""
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree_util.tree_leaves(batched)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"num_tasks: argument 'batched' must have one common leading task axis, got sizes {sizes}")
+    return sizes.pop()

@@ -1,0 +1,402 @@
+r"""Per-task meta-gradient estimators ``est(loss, params, episode, **hyper) -> grad pytree``.
+
+Notation (book notation page): $f(\cdot;D)$ the task loss on batch $D$; an episode carries
+$D_{in}$ (``support``), $D_o$ (``query``) and $D_h$ (``hessian``, ``None`` = reuse $D_{in}$);
+$U_K(w)$ is $K$ steps of GD with step $\alpha$ on $f(\cdot;D_{in})$ from $w$; the MAML objective is
+$F_i(w)=f(U_K(w);D_o)$ and
+$$\nabla F_i(w)=\prod_{k=0}^{K-1}\big(I-\alpha\nabla^2f(w^k;D_{in})\big)\,\nabla f(w^K;D_o)$$
+(eq. ``eq-maml-grad``, product ordered $k=0$ leftmost). Costs count gradient evaluations
+("grads") and Hessian-vector products ("HVPs", about two gradients each) per task.
+
+``meta_gradient`` averages a per-task estimator over the leading task axis of a batched episode;
+``make_estimator`` binds hyper-parameters and attaches ``.name``, ``.grads_per_task``,
+``.hvps_per_task``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.sparse.linalg import cg
+
+from mathlib._core import Episode, hessian_batch, tree_mean, tree_norm, tree_scale, tree_sub, tree_vdot
+from mathlib._fd import fd_hvp, hvp
+from mathlib._inner import _check_head_params, adapt_gd, adapt_head, adapt_sign, gd_iterates, prox_solve
+from mathlib._validate import check_choice, check_int, check_positive
+
+__all__ = [
+    "maml_objective",
+    "maml_grad",
+    "fomaml_grad",
+    "hf_maml_grad",
+    "chayti_grad",
+    "moreau_grad",
+    "imaml_grad",
+    "sign_maml_grad",
+    "anil_grad",
+    "reptile_grad",
+    "meta_gradient",
+    "task_gradients",
+    "make_estimator",
+    "Estimator",
+    "ESTIMATORS",
+]
+
+
+def _check_episode(fn, episode):
+    if not isinstance(episode, Episode):
+        raise TypeError(f"{fn}: argument 'episode' must be a mathlib.Episode, got {type(episode).__name__}")
+
+
+def _check_alpha_steps(fn, alpha, steps, name_steps="steps"):
+    check_positive(fn, "alpha", alpha)
+    return check_int(fn, name_steps, steps)
+
+
+def _axpy_tree(a, x, y):
+    """y + a * x (leafwise)."""
+    return jax.tree_util.tree_map(lambda u, v: v + a * u, x, y)
+
+
+# ----------------------------------------------------------------------------- MAML family
+def maml_objective(loss, params, episode: Episode, alpha, steps: int = 1):
+    r"""$F_i(w)=f(U_K(w;D_{in});D_o)$: query loss after $K$ GD steps on the support batch."""
+    _check_episode("maml_objective", episode)
+    steps = _check_alpha_steps("maml_objective", alpha, steps)
+    return loss(adapt_gd(loss, params, episode.support, alpha, steps), episode.query)
+
+
+def maml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
+    r"""MAML meta-gradient (second order). Book: eq. ``eq-maml-grad`` / ``eq-maml-grad-k``, {prf:ref}`fallah2020-alg-maml`.
+
+    $$g_i=\Big[\prod_{k=0}^{K-1}\big(I-\alpha\nabla^2f(w^k;D_h)\big)\Big]\nabla f(w^K;D_o),\qquad
+    w^{k+1}=w^k-\alpha\nabla f(w^k;D_{in}),\ w^0=w.$$
+
+    * ``episode.hessian is None``: $D_h=D_{in}$ and the result is ``jax.grad`` of
+      :func:`maml_objective` (reverse-mode through the ``lax.scan`` inner loop), i.e. the exact
+      gradient of $F_i$.
+    * separate ``episode.hessian``: the iterates $w^k$ use $D_{in}$, the outer gradient $D_o$, and
+      every Jacobian factor uses the independent batch $D_h$ through an exact HVP (applied from
+      $k=K-1$ down to $0$). For $K=1$ this is exactly Fallah et al.'s Algorithm 1,
+      $\big(I-\alpha\tilde\nabla^2f(w;D_h)\big)\tilde\nabla f(w-\alpha\tilde\nabla f(w;D_{in});D_o)$.
+
+    Cost per task: $K+1$ gradients and $K$ HVPs.
+    """
+    fn = "maml_grad"
+    _check_episode(fn, episode)
+    steps = _check_alpha_steps(fn, alpha, steps)
+    if episode.hessian is None:
+        return jax.grad(lambda p: loss(adapt_gd(loss, p, episode.support, alpha, steps), episode.query))(params)
+    w_last, iterates = gd_iterates(loss, params, episode.support, alpha, steps)
+    v = jax.grad(loss)(w_last, episode.query)
+
+    def back(v, w_k):
+        return _axpy_tree(-alpha, hvp(loss, w_k, episode.hessian, v), v), None
+
+    v, _ = jax.lax.scan(back, v, iterates, reverse=True)
+    return v
+
+
+def fomaml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
+    r"""First-order MAML: $g_i=\nabla f(U_K(w;D_{in});D_o)$ (Fallah et al. Alg. 2 for $K=1$; Book: {prf:ref}`fallah2020-alg-fomaml`).
+
+    Drops every Jacobian factor $I-\alpha\nabla^2 f$; equals MAML when the Hessians vanish along the
+    inner path. For $K>1$ this is the multi-step first-order family ("FO-MuML" of Mishchenko et al.
+    with step $\alpha$). Cost per task: $K+1$ gradients.
+    """
+    fn = "fomaml_grad"
+    _check_episode(fn, episode)
+    steps = _check_alpha_steps(fn, alpha, steps)
+    w_k = adapt_gd(loss, params, episode.support, alpha, steps)
+    return jax.grad(loss)(jax.lax.stop_gradient(w_k), episode.query)
+
+
+def hf_maml_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "central", delta_rule: str = "fixed"):
+    r"""Hessian-free MAML (Fallah et al. Alg. 3), one inner step. Book: {prf:ref}`fallah2020-alg-hfmaml`.
+
+    $$v_i=\nabla f(w-\alpha\nabla f(w;D_{in});D_o),\qquad
+    g_i=v_i-\alpha\,\frac{\nabla f(w+\delta_iv_i;D_h)-\nabla f(w-\delta_iv_i;D_h)}{2\delta_i}$$
+    (``scheme="central"``; ``"forward"`` uses $[\nabla f(w+\delta_iv_i;D_h)-\nabla f(w;D_h)]/\delta_i$).
+    Both finite-difference gradients use the same batch $D_h$ (``episode.hessian``, or $D_{in}$ if None).
+
+    * ``delta_rule="fixed"``: $\delta_i=$ ``delta``.
+    * ``delta_rule="per_task"``: $\delta_i=$ ``delta``$/\|v_i\|$ (so the perturbation has length
+      ``delta``); ``delta = 1/(6*rho*alpha)`` gives the theorem's $\delta^i_k=1/(6\rho\alpha\|v_i\|)$.
+
+    Exact on quadratics for any $\delta$; bias $O(\delta^2)$ (central) or $O(\delta)$ (forward).
+    Cost per task: 4 gradients (forward: 3 when ``episode.hessian is None``, reusing $\nabla f(w;D_{in})$).
+    """
+    fn = "hf_maml_grad"
+    _check_episode(fn, episode)
+    check_positive(fn, "alpha", alpha)
+    check_positive(fn, "delta", delta)
+    check_choice(fn, "scheme", scheme, ("central", "forward"))
+    check_choice(fn, "delta_rule", delta_rule, ("fixed", "per_task"))
+    g = jax.grad(loss)
+    g_in = g(params, episode.support)
+    v = g(_axpy_tree(-alpha, g_in, params), episode.query)
+    if delta_rule == "per_task":
+        nv = tree_norm(v)
+        d = delta / jnp.where(nv > 0, nv, jnp.ones_like(nv))
+    else:
+        d = delta
+    reuse = g_in if (scheme == "forward" and episode.hessian is None) else None
+    h = fd_hvp(loss, params, hessian_batch(episode), v, d, scheme=scheme, grad_at_params=reuse)
+    return _axpy_tree(-alpha, h, v)
+
+
+def chayti_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "forward"):
+    r"""Chayti–Jaggi-style first-order estimator (derived here; papers digest §3.4, not verified against the paper).
+
+    $\nabla F_i(w)=J_{U}(w)^\top v_i=\frac{d}{d\delta}U(w+\delta v_i)\big|_{\delta=0}$ (the Jacobian
+    $I-\alpha\nabla^2f(w;D_{in})$ of the one-step map is symmetric), $v_i=\nabla f(U(w);D_o)$,
+    estimated by a finite difference of the inner-problem solution $U(x)=x-\alpha\nabla f(x;D_{in})$:
+
+    * ``"forward"``: $g_i=\frac{U(w+\delta v_i)-U(w)}{\delta}=v_i-\alpha\frac{\nabla f(w+\delta v_i;D_{in})-\nabla f(w;D_{in})}{\delta}$,
+      bias $\le\tfrac{\alpha\rho}2\delta\|v_i\|^2$; 3 gradients per task (reuses $\nabla f(w;D_{in})$).
+    * ``"symmetric"``: $g_i=\frac{U(w+\delta v_i)-U(w-\delta v_i)}{2\delta}$, bias $O(\delta^2)$; 4 gradients
+      per task; algebraically HF-MAML (central, fixed $\delta$, $D_h=D_{in}$).
+
+    All finite differences use the support batch $D_{in}$ (``episode.hessian`` is ignored). One inner step.
+    """
+    fn = "chayti_grad"
+    _check_episode(fn, episode)
+    check_positive(fn, "alpha", alpha)
+    check_positive(fn, "delta", delta)
+    check_choice(fn, "scheme", scheme, ("forward", "symmetric"))
+    g = jax.grad(loss)
+    g_in = g(params, episode.support)
+    v = g(_axpy_tree(-alpha, g_in, params), episode.query)
+    if scheme == "forward":
+        h = fd_hvp(loss, params, episode.support, v, delta, scheme="forward", grad_at_params=g_in)
+    else:
+        h = fd_hvp(loss, params, episode.support, v, delta, scheme="central")
+    return _axpy_tree(-alpha, h, v)
+
+
+# ----------------------------------------------------------------------------- proximal family
+def moreau_grad(loss, params, episode: Episode, lam, steps: int, lr=None, smoothness=None):
+    r"""Moreau-envelope gradient (Mishchenko et al.): $g_i=(w-\hat p_i)/\lambda$, $\hat p_i\approx\mathrm{prox}_{\lambda f(\cdot;D_{in})}(w)$.
+
+    Exact identity $\nabla M_{\lambda f}(w)=(w-p)/\lambda=\nabla f(p)$ for the exact prox $p$;
+    $\hat p_i$ is $K$ = ``steps`` GD steps on $f(u;D_{in})+\|u-w\|^2/(2\lambda)$ from $u=w$ (see
+    :func:`prox_solve` for the default step; with ``lr=lam`` the $K$-step estimate equals
+    $\nabla f(\hat p^{K-1})$, i.e. plain gradient for $K=1$ and FO-MAML for $K=2$). Uses only the
+    support batch. Cost per task: $K$ gradients.
+    """
+    fn = "moreau_grad"
+    _check_episode(fn, episode)
+    check_positive(fn, "lam", lam)
+    steps = check_int(fn, "steps", steps)
+    p = prox_solve(loss, params, episode.support, lam, steps, lr=lr, smoothness=smoothness)
+    return tree_scale(1.0 / lam, tree_sub(params, p))
+
+
+def imaml_grad(loss, params, episode: Episode, lam, inner_steps: int, cg_steps: int, lr=None, smoothness=None):
+    r"""Implicit MAML gradient (Rajeswaran et al. 2019), regularisation $\|u-w\|^2/(2\lambda)$.
+
+    Convention: $u^\star(w)=\arg\min_u f(u;D_{in})+\frac1{2\lambda}\|u-w\|^2$ (the same $\lambda$
+    as the Moreau envelope; Rajeswaran et al.'s $\lambda_R$ with penalty $\frac{\lambda_R}2\|u-w\|^2$
+    is $\lambda=1/\lambda_R$). Then $du^\star/dw=(I+\lambda\nabla^2f(u^\star))^{-1}$ and
+    $$g_i=\big(I+\lambda\nabla^2f(\hat u;D_h)\big)^{-1}\nabla f(\hat u;D_o),$$
+    with $\hat u$ = ``inner_steps`` GD steps of :func:`prox_solve` and the linear system solved by
+    ``cg_steps`` iterations of ``jax.scipy.sparse.linalg.cg`` on exact HVPs (needs
+    $I+\lambda\nabla^2f\succ0$, e.g. $\lambda L<1$ or $f$ convex). Cost per task:
+    ``inner_steps`` + 1 gradients and ``cg_steps`` HVPs.
+    """
+    fn = "imaml_grad"
+    _check_episode(fn, episode)
+    check_positive(fn, "lam", lam)
+    inner_steps = check_int(fn, "inner_steps", inner_steps)
+    cg_steps = check_int(fn, "cg_steps", cg_steps)
+    u = prox_solve(loss, params, episode.support, lam, inner_steps, lr=lr, smoothness=smoothness)
+    u = jax.lax.stop_gradient(u)
+    gq = jax.grad(loss)(u, episode.query)
+    dh = hessian_batch(episode)
+
+    def matvec(x):
+        return _axpy_tree(lam, hvp(loss, u, dh, x), x)
+
+    sol, _ = cg(matvec, gq, x0=gq, tol=0.0, atol=0.0, maxiter=cg_steps)
+    return sol
+
+
+# ----------------------------------------------------------------------------- other first-order
+def sign_maml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
+    r"""Sign-MAML (Fan et al.): $g_i=\nabla f(U^{\rm sign}_K(w);D_o)$, $w^{k+1}=w^k-\alpha\,\mathrm{sign}(\nabla f(w^k;D_{in}))$.
+
+    The inner map is piecewise a translation: $\partial w^{k+1}/\partial w^k=I-\alpha\,\mathrm{diag}
+    (\mathrm{sign}'(\cdot))\nabla^2f=I$ wherever no coordinate of an inner gradient is exactly zero
+    (a.e.), because $\mathrm{sign}'=0$ off the origin. So this first-order expression *is* the a.e.
+    derivative of $f(U^{\rm sign}_K(w);D_o)$ (the objective jumps where an inner-gradient sign flips;
+    the jumps are ignored). Cost per task: $K+1$ gradients.
+    """
+    fn = "sign_maml_grad"
+    _check_episode(fn, episode)
+    steps = _check_alpha_steps(fn, alpha, steps)
+    w_k = adapt_sign(loss, params, episode.support, alpha, steps)
+    return jax.grad(loss)(jax.lax.stop_gradient(w_k), episode.query)
+
+
+def anil_grad(loss, params, episode: Episode, alpha, steps: int = 1, first_order: bool = False):
+    r"""ANIL (Raghu et al.; Ji et al. 2020): inner loop adapts only ``params["head"]``.
+
+    Objective $F_i(\phi,h)=f\big(\phi,h^K(\phi,h);D_o\big)$ with $h^{k+1}=h^k-\alpha\nabla_hf(\phi,h^k;D_{in})$.
+
+    * ``first_order=False``: exact gradient w.r.t. body and head by autodiff through the head loop
+      (body gradient includes the mixed terms $-\alpha\nabla_\phi\nabla_hf\cdot(\ldots)$).
+      Cost: $K+1$ gradients and $K$ (head and mixed) HVPs.
+    * ``first_order=True``: $\nabla_{(\phi,h)}f(\phi,h^K;D_o)$ (FO-ANIL). Cost: $K+1$ gradients.
+    """
+    fn = "anil_grad"
+    _check_episode(fn, episode)
+    _check_head_params(fn, params)
+    steps = _check_alpha_steps(fn, alpha, steps)
+    if first_order:
+        adapted = jax.lax.stop_gradient(adapt_head(loss, params, episode.support, alpha, steps))
+        return jax.grad(loss)(adapted, episode.query)
+    return jax.grad(lambda p: loss(adapt_head(loss, p, episode.support, alpha, steps), episode.query))(params)
+
+
+def reptile_grad(loss, params, episode: Episode, alpha, steps: int = 1):
+    r"""Reptile (Nichol et al.): $g_i=(w-U_K(w;D_{in}))/(\alpha K)=\frac1K\sum_{k<K}\nabla f(w^k;D_{in})$.
+
+    Scaling: dividing by $\alpha K$ makes $g_i$ the *average* inner gradient along the path, so an
+    outer step $w-\beta g$ with $\beta=\epsilon\,\alpha K$ is Reptile's interpolation
+    $w+\epsilon(U_K(w)-w)$; $K=1$ gives the joint-training gradient $\nabla f(w;D_{in})$.
+    Uses only the support batch. Cost per task: $K$ gradients.
+    """
+    fn = "reptile_grad"
+    _check_episode(fn, episode)
+    steps = _check_alpha_steps(fn, alpha, steps)
+    w_k = adapt_gd(loss, params, episode.support, alpha, steps)
+    return tree_scale(1.0 / (alpha * steps), tree_sub(params, w_k))
+
+
+# ----------------------------------------------------------------------------- batching / registry
+def task_gradients(est, loss, params, episodes: Episode, **hyper):
+    """Per-task estimates stacked along a leading task axis (``jax.vmap`` over ``episodes``)."""
+    _check_episode("task_gradients", episodes)
+    return jax.vmap(lambda ep: est(loss, params, ep, **hyper))(episodes)
+
+
+def meta_gradient(est, loss, params, episodes: Episode, **hyper):
+    r"""$\frac1B\sum_{i=1}^B\mathrm{est}(\text{loss},w,\text{episode}_i)$: vmap over the leading task axis, then mean."""
+    _check_episode("meta_gradient", episodes)
+    return tree_mean(task_gradients(est, loss, params, episodes, **hyper))
+
+
+def _obj_query_at(adapt):
+    def objective(loss, params, episode, **h):
+        return loss(adapt(loss, params, episode, **h), episode.query)
+
+    return objective
+
+
+def _moreau_objective(loss, params, episode, lam, steps, lr=None, smoothness=None):
+    p = prox_solve(loss, params, episode.support, lam, steps, lr=lr, smoothness=smoothness)
+    return loss(p, episode.support) + tree_vdot(tree_sub(p, params), tree_sub(p, params)) / (2.0 * lam)
+
+
+def _imaml_objective(loss, params, episode, lam, inner_steps, cg_steps, lr=None, smoothness=None):
+    return loss(prox_solve(loss, params, episode.support, lam, inner_steps, lr=lr, smoothness=smoothness), episode.query)
+
+
+_gd = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_gd(loss, p, ep.support, alpha, steps))
+_gd1 = _obj_query_at(lambda loss, p, ep, alpha, **_: adapt_gd(loss, p, ep.support, alpha, 1))
+_sign = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_sign(loss, p, ep.support, alpha, steps))
+_head = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_head(loss, p, ep.support, alpha, steps))
+
+
+def _cost(grads, hvps=0):
+    return lambda **h: (grads(h) if callable(grads) else grads, hvps(h) if callable(hvps) else hvps)
+
+
+# name -> (function, objective(loss, params, episode, **hyper), cost(**hyper) -> (grads, hvps))
+_REGISTRY = {
+    "maml": (maml_grad, _gd, _cost(lambda h: h.get("steps", 1) + 1, lambda h: h.get("steps", 1))),
+    "fomaml": (fomaml_grad, _gd, _cost(lambda h: h.get("steps", 1) + 1)),
+    "hf_maml": (hf_maml_grad, _gd1, _cost(4)),
+    "chayti": (chayti_grad, _gd1, _cost(lambda h: 3 if h.get("scheme", "forward") == "forward" else 4)),
+    "moreau": (moreau_grad, _moreau_objective, _cost(lambda h: h["steps"])),
+    "imaml": (imaml_grad, _imaml_objective, _cost(lambda h: h["inner_steps"] + 1, lambda h: h["cg_steps"])),
+    "sign_maml": (sign_maml_grad, _sign, _cost(lambda h: h.get("steps", 1) + 1)),
+    "anil": (
+        anil_grad,
+        _head,
+        _cost(lambda h: h.get("steps", 1) + 1, lambda h: 0 if h.get("first_order", False) else h.get("steps", 1)),
+    ),
+    "reptile": (reptile_grad, _gd, _cost(lambda h: h.get("steps", 1))),
+}
+
+ESTIMATORS = {name: entry[0] for name, entry in _REGISTRY.items()}
+"""Registry: estimator name -> per-task function ``est(loss, params, episode, **hyper)``."""
+
+
+class Estimator:
+    """A per-task estimator with bound hyper-parameters: ``est(loss, params, episode) -> grad``.
+
+    Attributes:
+        name: registry name (e.g. ``"maml"``).
+        hyper: dict of bound hyper-parameters.
+        grads_per_task: gradient evaluations per task.
+        hvps_per_task: Hessian-vector products per task (each about 2 gradients).
+        cost: ``grads_per_task + 2 * hvps_per_task`` (gradient-equivalents).
+    """
+
+    def __init__(self, name, fn, objective_fn, hyper, grads, hvps):
+        self.name, self.fn, self._objective, self.hyper = name, fn, objective_fn, dict(hyper)
+        self.grads_per_task, self.hvps_per_task = grads, hvps
+        self.cost = grads + 2 * hvps
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, loss, params, episode):
+        return self.fn(loss, params, episode, **self.hyper)
+
+    def objective(self, loss, params, episode):
+        """The per-task objective associated with this estimator (query loss at the adapted point;
+        for ``moreau`` the envelope value $f(\\hat p)+\\|\\hat p-w\\|^2/(2\\lambda)$ on the support batch)."""
+        return self._objective(loss, params, episode, **self.hyper)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
+        return f"Estimator({self.name!r}, {args})"
+
+
+def make_estimator(name: str, **hyper) -> Estimator:
+    """Bind hyper-parameters of a registered estimator; validates them now (Python level).
+
+    Example: ``est = make_estimator("hf_maml", alpha=0.1, delta=1e-4)``; then
+    ``meta_gradient(est, loss, w, episodes)``; ``est.name == "hf_maml"``, ``est.grads_per_task == 4``.
+    """
+    check_choice("make_estimator", "name", name, tuple(_REGISTRY))
+    fn, objective_fn, cost = _REGISTRY[name]
+    sig = inspect.signature(fn)
+    allowed = [p for p in list(sig.parameters)[3:]]
+    for k in hyper:
+        if k not in allowed:
+            raise TypeError(f"make_estimator: unknown hyper-parameter '{k}' for '{name}'; expected one of {tuple(allowed)}")
+    missing = [p for p in allowed if sig.parameters[p].default is inspect.Parameter.empty and p not in hyper]
+    if missing:
+        raise TypeError(f"make_estimator: '{name}' requires hyper-parameter(s) {tuple(missing)}")
+    _validate_hyper(name, fn.__name__, hyper)
+    grads, hvps = cost(**hyper)
+    return Estimator(name, fn, objective_fn, hyper, grads, hvps)
+
+
+def _validate_hyper(name, fn, h):
+    for k in ("alpha", "delta", "lam"):
+        if k in h:
+            check_positive(fn, k, h[k])
+    for k in ("steps", "inner_steps", "cg_steps"):
+        if k in h:
+            h[k] = check_int(fn, k, h[k])
+    for k in ("lr", "smoothness"):
+        if h.get(k) is not None:
+            check_positive(fn, k, h[k])
+    if "scheme" in h:
+        check_choice(fn, "scheme", h["scheme"], ("forward", "symmetric") if name == "chayti" else ("central", "forward"))
+    if "delta_rule" in h:
+        check_choice(fn, "delta_rule", h["delta_rule"], ("fixed", "per_task"))

@@ -1,0 +1,682 @@
+r"""Experiment drivers for the chapter on Fallah, Mokhtari, Ozdaglar (AISTATS 2020).
+
+Chapter-specific sweeps built on the core API (``mathlib._fd``, ``mathlib._estimators``, ...).
+Nothing here is re-exported from ``mathlib``; notebooks import it as
+``from mathlib import _experiments_fallah2020 as fx``.
+
+Every function states which claim of the chapter it serves (book page
+``fallah2020/experiments``) and the label of the result it checks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mathlib._fd import fd_hvp, hvp
+from mathlib._validate import check_choice, check_int, check_positive
+
+__all__ = [
+    "SIGMOID_D2_MAX",
+    "logistic_fd_problem",
+    "fd_error_sweep",
+    "common_step_size",
+    "deterministic_curves",
+    "fomaml_floor_terms",
+    "fomaml_floor_sweep",
+    "correlated_linreg_tasks",
+    "stochastic_runs",
+    "plateau",
+    "estimator_mean_bias",
+    "smoothness_scan",
+    "lipschitz_pairs",
+    "radial_points",
+    "binned_envelope",
+    "adaptive_step_run",
+    "hf_delta_runs",
+    "sinusoid_runs",
+    "hf_direction_error",
+    "fit_loglog_slope",
+    "best_delta",
+]
+
+
+# =============================================================================== claim 1
+#: $\max_z|\sigma''(z)|=1/(6\sqrt3)$ for the logistic sigmoid $\sigma$ (third derivative of the loss).
+SIGMOID_D2_MAX = 1.0 / (6.0 * np.sqrt(3.0))
+
+
+def logistic_fd_problem(key, n: int = 50, dim: int = 10, l2: float = 1e-2, dtype=jnp.float64):
+    r"""A logistic-regression loss, a point $w$, a unit direction $v$ and the Hessian-Lipschitz constant.
+
+    Uses :func:`mathlib.logistic_loss` on one task of :func:`mathlib.sample_logistic_tasks`.
+    The Hessian $\frac1n\sum_j\sigma'(x_j^\top w)x_jx_j^\top+\lambda I$ is $\rho$-Lipschitz with
+    $\rho=\max|\sigma''|\,\frac1n\sum_j\|x_j\|^3$, and every derivative is bounded, so
+    Book: {prf:ref}`fallah2020-lem-fd-hvp` applies with both constants.
+
+    Returns:
+        ``(loss, w, batch, v, rho)`` with ``loss(w, batch)``.
+    """
+    from mathlib._data import sample_logistic_tasks
+    from mathlib._models import logistic_loss as _ll
+
+    n = check_int("logistic_fd_problem", "n", n)
+    dim = check_int("logistic_fd_problem", "dim", dim)
+    kd, kw, kv = jax.random.split(key, 3)
+    ep = sample_logistic_tasks(kd, 1, n, 1, dim, dtype=dtype)
+    batch = (ep.support[0][0], ep.support[1][0])
+    w = jax.random.normal(kw, (dim,), dtype)
+    v = jax.random.normal(kv, (dim,), dtype)
+    v = v / jnp.linalg.norm(v)
+    rho = float(SIGMOID_D2_MAX * jnp.mean(jnp.linalg.norm(batch[0], axis=1) ** 3))
+
+    def loss(p, b):
+        return _ll(p, b, l2=l2)
+
+    return loss, w, batch, v, rho
+
+
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree
+    )
+
+
+def fd_error_sweep(loss, params, batch, v, deltas, dtype, schemes=("central", "forward")):
+    r"""Relative error $\|d_\delta-Hv\|/\|Hv\|$ of finite-difference HVPs over a grid of $\delta$.
+
+    The reference $Hv$ is the exact forward-over-reverse product (:func:`mathlib._fd.hvp`) in
+    float64; the finite differences (:func:`mathlib._fd.fd_hvp`) are computed with ``params``,
+    ``batch`` and ``v`` cast to ``dtype`` (float32 or float64). Needs x64 enabled.
+    Claim 1 (Book: {prf:ref}`fallah2020-lem-fd-hvp`, {prf:ref}`fallah2020-rem-roundoff`).
+
+    Returns:
+        dict scheme -> numpy array of relative errors, one per delta.
+    """
+    for s in schemes:
+        check_choice("fd_error_sweep", "schemes", s, ("central", "forward"))
+    if not jax.config.jax_enable_x64:
+        raise ValueError("fd_error_sweep: needs jax_enable_x64=True for the float64 reference")
+    p64, b64, v64 = (_cast(t, jnp.float64) for t in (params, batch, v))
+    ref = np.asarray(hvp(loss, p64, b64, v64), dtype=np.float64)
+    pc, bc, vc = (_cast(t, dtype) for t in (params, batch, v))
+    out = {}
+    ds = jnp.asarray(np.asarray(deltas, dtype=np.float64), dtype)
+    for s in schemes:
+        approx = jax.vmap(lambda d, s=s: fd_hvp(loss, pc, bc, vc, d, scheme=s))(ds)
+        approx = np.asarray(approx, dtype=np.float64)
+        out[s] = np.linalg.norm(approx - ref[None], axis=1) / np.linalg.norm(ref)
+    return out
+
+
+def fit_loglog_slope(x, y):
+    """Least-squares slope of ``log10 y`` against ``log10 x`` (points with y > 0 only)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = (x > 0) & (y > 0) & np.isfinite(y)
+    if keep.sum() < 2:
+        raise ValueError("fit_loglog_slope: need at least two positive points")
+    return float(np.polyfit(np.log10(x[keep]), np.log10(y[keep]), 1)[0])
+
+
+def best_delta(deltas, errors):
+    """``(delta*, error*)`` at the smallest error of a sweep."""
+    errors = np.asarray(errors)
+    k = int(np.nanargmin(errors))
+    return float(np.asarray(deltas)[k]), float(errors[k])
+
+
+# =============================================================================== claim 2
+def _fomaml_matrix(tasks, alpha):
+    r"""$M=\frac1n\sum_iA_i(I-\alpha A_i)$: FO-MAML's direction is $M w-\frac1n\sum_iA_i(I-\alpha A_i)b_i$."""
+    eye = jnp.eye(tasks.A.shape[-1], dtype=tasks.A.dtype)
+    return jnp.mean(tasks.A @ (eye[None] - alpha * tasks.A), axis=0)
+
+
+def common_step_size(tasks, alpha):
+    r"""$\beta=1/\max\{\lambda_{\max}(\nabla^2F),\lambda_{\max}(M)\}$: one constant step that is stable for
+    MAML, HF-MAML and FO-MAML on quadratic tasks (both matrices are symmetric positive definite for
+    $\alpha L<1$)."""
+    from mathlib._quadratic import quadratic_maml_hessian
+
+    lam_f = jnp.max(jnp.linalg.eigvalsh(quadratic_maml_hessian(tasks, alpha)))
+    lam_m = jnp.max(jnp.linalg.eigvalsh(_fomaml_matrix(tasks, alpha)))
+    return 1.0 / jnp.maximum(lam_f, lam_m)
+
+
+def deterministic_curves(tasks, alpha, num_steps: int, delta: float = 1e-3, beta=None, w0=None):
+    r"""Full-batch runs of MAML, HF-MAML (central, fixed ``delta``) and FO-MAML on quadratic tasks.
+
+    Uses :func:`mathlib.run_deterministic` with the common step :func:`common_step_size` and
+    records the exact $\|\nabla F(w_k)\|$ (:func:`mathlib.quadratic_maml_grad`). Claim 2.
+
+    Returns:
+        dict name -> numpy array of $\|\nabla F(w_k)\|$, $k=0..$ ``num_steps`` $-1$, plus ``"final_w"``
+        (dict name -> final parameters) and ``"beta"``.
+    """
+    from mathlib._estimators import make_estimator
+    from mathlib._quadratic import quadratic_loss, quadratic_maml_grad
+    from mathlib._train import run_deterministic
+
+    num_steps = check_int("deterministic_curves", "num_steps", num_steps)
+    beta = float(common_step_size(tasks, alpha)) if beta is None else beta
+    w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype) if w0 is None else w0
+    out, finals = {}, {}
+    ests = {
+        "maml": make_estimator("maml", alpha=alpha),
+        "hf_maml": make_estimator("hf_maml", alpha=alpha, delta=delta),
+        "fomaml": make_estimator("fomaml", alpha=alpha),
+    }
+    for name, est in ests.items():
+        state, hist = run_deterministic(
+            est, quadratic_loss, w0, tasks, beta, num_steps,
+            exact_grad_fn=lambda w: quadratic_maml_grad(w, tasks, alpha), record_loss=False,
+            chunk_size=num_steps,
+        )
+        out[name] = np.asarray(hist["exact_grad_norm"])
+        finals[name] = state.params
+    out["final_w"], out["beta"] = finals, beta
+    return out
+
+
+@jax.jit
+def _fomaml_gd_final(tasks, alpha, beta, w0, num_steps_arr):
+    """Deterministic FO-MAML GD (core :func:`mathlib.fomaml_grad`), traced hyper-parameters, vmappable."""
+    from mathlib._core import Episode
+    from mathlib._estimators import fomaml_grad, meta_gradient
+    from mathlib._quadratic import quadratic_loss
+
+    ep = Episode.deterministic(tasks)
+
+    def body(w, _):
+        return w - beta * meta_gradient(fomaml_grad, quadratic_loss, w, ep, alpha=alpha), None
+
+    w, _ = jax.lax.scan(body, w0, None, length=num_steps_arr.shape[0])
+    return w
+
+
+def fomaml_floor_terms(tasks, alpha, w):
+    r"""Quantities of {prf:ref}`fallah2020-lem-fomaml-floor` at a point $w$ (ideally $w_{FO}$).
+
+    Returns a dict with:
+        ``grad_norm``: exact $\|\nabla F(w)\|$;
+        ``formula``: $\alpha\|\frac1n\sum_i(A_i-\bar A)\nabla f_i(\tilde w_i)\|$ (eq. ``fallah2020-eq-fo-floor``);
+        ``fo_residual``: $\|g_{FO}(w)\|$ (zero at the fixed point);
+        ``cs_bound``: $\alpha\gamma_H\sqrt{\frac1n\sum_i\|\nabla f_i(\tilde w_i)\|^2}$;
+        ``paper_bound``: $\alpha L\sigma(w)$, the order of the reported FO-MAML floor with the
+        constant set to 1 and $\sigma$ evaluated locally at $w$;
+        ``sigma``, ``gamma_h``, ``L``.
+    """
+    from mathlib._quadratic import (
+        quadratic_fomaml_grad,
+        quadratic_gradient_dissimilarity,
+        quadratic_hessian_dissimilarity,
+        quadratic_maml_grad,
+        quadratic_smoothness,
+    )
+
+    A, b = tasks.A, tasks.b
+    g = jnp.einsum("nij,nj->ni", A, w[None] - b)  # grad f_i(w)
+    w_ad = w[None] - alpha * g
+    g_ad = jnp.einsum("nij,nj->ni", A, w_ad - b)  # grad f_i(tilde w_i)
+    Abar = jnp.mean(A, axis=0)
+    formula = alpha * jnp.linalg.norm(jnp.mean(jnp.einsum("nij,nj->ni", A - Abar[None], g_ad), axis=0))
+    L = quadratic_smoothness(tasks)
+    gam = quadratic_hessian_dissimilarity(tasks)
+    sig = quadratic_gradient_dissimilarity(w, tasks)
+    return {
+        "grad_norm": float(jnp.linalg.norm(quadratic_maml_grad(w, tasks, alpha))),
+        "formula": float(formula),
+        "fo_residual": float(jnp.linalg.norm(quadratic_fomaml_grad(w, tasks, alpha))),
+        "cs_bound": float(alpha * gam * jnp.sqrt(jnp.mean(jnp.sum(g_ad**2, axis=-1)))),
+        "paper_bound": float(alpha * L * sig),
+        "sigma": float(sig),
+        "gamma_h": float(gam),
+        "L": float(L),
+    }
+
+
+def fomaml_floor_sweep(tasks, alphas, spreads, num_steps: int):
+    r"""FO-MAML floors $\|\nabla F(w_T)\|$ after ``num_steps`` deterministic steps from $w_0=0$.
+
+    * over ``alphas`` (tasks as given);
+    * over ``spreads`` $s$: centres rescaled $b_i\to s\,b_i$, at ``alphas[-1]``.
+
+    Each run uses its own common step :func:`common_step_size`. Also returns the terms of
+    :func:`fomaml_floor_terms` at every final point and the closed-form floor at
+    :func:`mathlib.quadratic_fomaml_fixed_point`. Claim 2.
+
+    Returns:
+        dict ``"alpha"`` and ``"spread"`` -> list of dicts (one per value, keys of
+        :func:`fomaml_floor_terms` plus ``"closed_form"``).
+    """
+    from mathlib._quadratic import QuadraticTask, quadratic_fomaml_fixed_point, quadratic_maml_grad
+
+    num_steps = check_int("fomaml_floor_sweep", "num_steps", num_steps)
+    ticks = jnp.zeros(num_steps)
+    w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype)
+
+    def one(t, a):
+        beta = common_step_size(t, a)
+        w = _fomaml_gd_final(t, jnp.asarray(a, t.A.dtype), beta, w0, ticks)
+        terms = fomaml_floor_terms(t, a, w)
+        w_fo = quadratic_fomaml_fixed_point(t, a)
+        terms["closed_form"] = float(jnp.linalg.norm(quadratic_maml_grad(w_fo, t, a)))
+        return terms
+
+    res = {"alpha": [one(tasks, a) for a in alphas]}
+    res["spread"] = [one(QuadraticTask(tasks.A, s * tasks.b), alphas[-1]) for s in spreads]
+    return res
+
+
+# =============================================================================== claim 3
+def _take_tasks(tasks, idx):
+    return jax.tree_util.tree_map(lambda x: x[idx], tasks)
+
+
+def correlated_linreg_tasks(key, num_tasks: int, dim: int, *, spread: float = 1.0, eig_range=(0.5, 2.0),
+                            noise_std: float = 0.5, jitter: float = 0.2, dtype=None):
+    r"""Linear-regression tasks whose optimum is correlated with their curvature.
+
+    $\Sigma_i=Q\,\mathrm{diag}(\lambda_i)Q^\top$ with a shared random basis $Q$ and
+    $\lambda_{ij}\sim U[\text{eig\_range}]$; in that basis
+    $\theta_{ij}=-\text{spread}\,(\lambda_{ij}-\bar\lambda)/\mathrm{sd}(\lambda)+\text{jitter}\cdot\xi_{ij}$.
+    The covariance between task Hessians and task gradients, which is the leading coefficient of
+    the FO-MAML floor ({prf:ref}`fallah2020-lem-fomaml-floor`), is then close to its
+    Cauchy--Schwarz maximum, so the floor stands out from the sampling noise at moderate batch
+    sizes. Returns a batched :class:`mathlib.LinRegTask`.
+    """
+    from mathlib._synthetic import LinRegTask
+
+    fn = "correlated_linreg_tasks"
+    num_tasks = check_int(fn, "num_tasks", num_tasks)
+    dim = check_int(fn, "dim", dim)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    kq, kl, kj = jax.random.split(key, 3)
+    q, r = jnp.linalg.qr(jax.random.normal(kq, (dim, dim), dtype))
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    lo, hi = eig_range
+    lam = jax.random.uniform(kl, (num_tasks, dim), dtype, minval=lo, maxval=hi)
+    mid, sd = 0.5 * (lo + hi), (hi - lo) / np.sqrt(12.0)
+    th = -spread * (lam - mid) / sd + jitter * jax.random.normal(kj, (num_tasks, dim), dtype)
+    cov = jnp.einsum("ij,nj,kj->nik", q, lam, q)
+    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    return LinRegTask(th @ q.T, cov, jnp.linalg.cholesky(cov), jnp.full((num_tasks,), noise_std, dtype))
+
+
+def stochastic_runs(method: str, tasks, alpha, beta, batch_sizes, n_in: int, n_out: int, n_hess,
+                    num_steps: int, keys, delta: float = 1e-3, hessian_batch: str = "independent"):
+    r"""Stochastic MAML / HF-MAML / FO-MAML on linear-regression tasks, vmapped over $B$ and seeds.
+
+    Each step samples $B$ tasks uniformly (with replacement) from the finite family ``tasks`` (a
+    batched :class:`mathlib.LinRegTask`) and, per task, fresh Gaussian data batches of sizes
+    $D_{in}$, $D_o$, $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean
+    of the core per-task estimator over the $B$ tasks (:func:`mathlib.task_gradients`); the outer
+    step is SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
+    (:func:`mathlib.linreg_maml_grad`) is recorded at every step. Claim 3.
+
+    To compile once per method, every step draws $\max B$ episodes and a run with batch size $B$
+    averages the first $B$ of them (so runs with different $B$ share their first tasks).
+
+    Args:
+        method: ``"maml"``, ``"hf_maml"`` (central, fixed ``delta``) or ``"fomaml"``.
+        batch_sizes: list of task-batch sizes $B$.
+        hessian_batch: ``"independent"`` (fresh $D_h$ of size ``n_hess``, Fallah et al. Alg. 1) or
+            ``"query"`` (reuse $D_o$ for the Hessian term: the dependent choice that
+            {prf:ref}`fallah2020-lem-independent-batches` warns about).
+        keys: array of PRNG keys, one run per key and batch size.
+
+    Returns:
+        numpy array (len(batch_sizes), len(keys), num_steps) of exact $\|\nabla F(w_k)\|$.
+    """
+    fn = "stochastic_runs"
+    check_choice(fn, "method", method, ("maml", "hf_maml", "fomaml"))
+    check_choice(fn, "hessian_batch", hessian_batch, ("independent", "query"))
+    bs = [check_int(fn, "batch_sizes", b) for b in batch_sizes]
+    num_steps = check_int(fn, "num_steps", num_steps)
+    nh = n_hess if (hessian_batch == "independent" and method != "fomaml") else None
+    run = _stochastic_runner(method, max(bs), n_in, n_out, nh, hessian_batch == "query" and method != "fomaml",
+                             num_steps)
+    dt = tasks.theta.dtype
+    out = np.asarray(run(tasks, jnp.asarray(alpha, dt), jnp.asarray(beta, dt), jnp.asarray(delta, dt),
+                         jnp.asarray(bs), keys))
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError(f"{fn}: {method} diverged (non-finite gradient norm); reduce beta")
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _stochastic_runner(method, b_max, n_in, n_out, nh, hess_is_query, num_steps):
+    from mathlib._core import Episode
+    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, task_gradients
+    from mathlib._synthetic import linreg_maml_grad, mse_loss, sample_regression_episodes
+
+    def estimate(w, ep, alpha, delta):
+        if method == "maml":
+            return task_gradients(maml_grad, mse_loss, w, ep, alpha=alpha)
+        if method == "hf_maml":
+            return task_gradients(hf_maml_grad, mse_loss, w, ep, alpha=alpha, delta=delta)
+        return task_gradients(fomaml_grad, mse_loss, w, ep, alpha=alpha)
+
+    def one(tasks, alpha, beta, delta, B, key):
+        n_tasks = tasks.theta.shape[0]
+        mask = (jnp.arange(b_max) < B).astype(tasks.theta.dtype) / B
+
+        def body(w, k):
+            k1, k2 = jax.random.split(k)
+            sub = _take_tasks(tasks, jax.random.randint(k1, (b_max,), 0, n_tasks))
+            ep = sample_regression_episodes(k2, sub, n_in, n_out, nh)
+            if hess_is_query:
+                ep = Episode(ep.support, ep.query, ep.query)
+            g = mask @ estimate(w, ep, alpha, delta)
+            return w - beta * g, jnp.linalg.norm(linreg_maml_grad(w, tasks, alpha))
+
+        w0 = jnp.zeros(tasks.theta.shape[-1], tasks.theta.dtype)
+        return jax.lax.scan(body, w0, jax.random.split(key, num_steps))[1]
+
+    over_keys = jax.vmap(one, in_axes=(None, None, None, None, None, 0))
+    over_b = jax.vmap(over_keys, in_axes=(None, None, None, None, 0, None))
+    return jax.jit(over_b)
+
+
+def plateau(norms, frac: float = 0.5):
+    r"""Plateau level of noisy runs: root mean square of the last ``frac`` of each run (last axis).
+
+    The RMS estimates $\sqrt{\E\|\nabla F\|^2}$ under the stationary distribution of constant-step
+    SGD, the quantity that scales as $\sqrt{\text{variance}/B}$.
+    """
+    norms = np.asarray(norms)
+    k = max(1, int(round(frac * norms.shape[-1])))
+    return np.sqrt(np.mean(norms[..., -k:] ** 2, axis=-1))
+
+
+def estimator_mean_bias(tasks, alpha, w, n_in: int, n_out: int, n_hess: int, num_samples: int, key,
+                        hessian_batch: str = "independent"):
+    r"""Monte-Carlo mean of the stochastic MAML estimate at $w$ minus the exact $\nabla F(w)$.
+
+    Draws ``num_samples`` (task, $D_{in}$, $D_o$, $D_h$) episodes, tasks uniform over the family,
+    and averages :func:`mathlib.maml_grad`. With ``hessian_batch="independent"`` the mean is
+    $\nabla F(w)$ exactly for linear regression ({prf:ref}`fallah2020-lem-independent-batches`);
+    with ``"query"`` ($D_h=D_o$) it carries the covariance term of the lemma. Claim 3.
+
+    Returns:
+        ``(bias_norm, standard_error)``: $\|\bar g-\nabla F(w)\|$ and the Monte-Carlo standard error
+        $\sqrt{\sum_j\widehat{\Var}(g_j)/N}$ of the mean.
+    """
+    from mathlib._core import Episode
+    from mathlib._estimators import maml_grad, task_gradients
+    from mathlib._synthetic import linreg_maml_grad, mse_loss, sample_regression_episodes
+
+    check_choice("estimator_mean_bias", "hessian_batch", hessian_batch, ("independent", "query"))
+    num_samples = check_int("estimator_mean_bias", "num_samples", num_samples)
+    k1, k2 = jax.random.split(key)
+    sub = _take_tasks(tasks, jax.random.randint(k1, (num_samples,), 0, tasks.theta.shape[0]))
+    if hessian_batch == "independent":
+        ep = sample_regression_episodes(k2, sub, n_in, n_out, n_hess)
+    else:
+        ep = sample_regression_episodes(k2, sub, n_in, n_out, None)
+        ep = Episode(ep.support, ep.query, ep.query)
+    g = np.asarray(task_gradients(maml_grad, mse_loss, w, ep, alpha=alpha))
+    exact = np.asarray(linreg_maml_grad(w, tasks, alpha))
+    bias = float(np.linalg.norm(g.mean(axis=0) - exact))
+    se = float(np.sqrt(np.sum(g.var(axis=0, ddof=1)) / num_samples))
+    return bias, se
+
+
+# =============================================================================== claim 4
+def smoothness_scan(tasks, loss, alpha, L, rho, points):
+    r"""Exact $\|\nabla^2F(w)\|_2$, $\|\nabla F(w)\|$, $L(w)$ and $\E_i\|\nabla f_i(w)\|$ at many points.
+
+    $F$ is the one-step MAML objective over the finite family ``tasks``
+    (:func:`mathlib.exact_meta_objective`); its Hessian is formed densely (small $d$) and its
+    spectral norm taken by ``eigvalsh``. $L(w)=4L+2\rho\alpha\E_i\|\nabla f_i(w)\|$ is
+    :func:`mathlib.local_smoothness_bound` ({prf:ref}`fallah2020-lem-smoothness`). Claim 4.
+
+    Args:
+        points: array (n, d) of evaluation points.
+
+    Returns:
+        dict of numpy arrays ``hess_norm``, ``grad_norm``, ``bound``, ``task_grad_norm``.
+    """
+    from mathlib._core import tree_norm
+    from mathlib._diagnostics import exact_meta_objective, local_smoothness_bound
+
+    F = lambda w: exact_meta_objective(loss, w, tasks, alpha)  # noqa: E731
+
+    @jax.jit
+    def at(w):
+        H = jax.hessian(F)(w)
+        H = 0.5 * (H + H.T)
+        tg = jnp.mean(jax.vmap(lambda t: tree_norm(jax.grad(loss)(w, t)))(tasks))
+        return (jnp.max(jnp.abs(jnp.linalg.eigvalsh(H))), jnp.linalg.norm(jax.grad(F)(w)),
+                local_smoothness_bound(loss, w, tasks, L, rho, alpha), tg)
+
+    h, g, b, tg = (np.asarray(x) for x in jax.lax.map(at, jnp.asarray(points)))
+    return {"hess_norm": h, "grad_norm": g, "bound": b, "task_grad_norm": tg}
+
+
+def lipschitz_pairs(tasks, loss, alpha, L, rho, points, key, rel_dist: float = 0.05):
+    r"""Ratios $\|\nabla F(w)-\nabla F(u)\|/(\min\{L(w),L(u)\}\|w-u\|)$ for $u=w+$ a random step.
+
+    The step has length ``rel_dist`` $\cdot\max(1,\|w\|)$. The ratio must stay $\le1$ by
+    {prf:ref}`fallah2020-lem-smoothness`. Returns a numpy array of ratios.
+    """
+    from mathlib._diagnostics import exact_meta_gradient, local_smoothness_bound
+
+    pts = jnp.asarray(points)
+    dirs = jax.random.normal(key, pts.shape, pts.dtype)
+    dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
+    steps = rel_dist * jnp.maximum(1.0, jnp.linalg.norm(pts, axis=1, keepdims=True)) * dirs
+
+    @jax.jit
+    def ratio(w, s):
+        u = w + s
+        num = jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha) - exact_meta_gradient(loss, u, tasks, alpha))
+        lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
+        lu = local_smoothness_bound(loss, u, tasks, L, rho, alpha)
+        return num / (jnp.minimum(lw, lu) * jnp.linalg.norm(s))
+
+    return np.asarray(jax.lax.map(lambda ws: ratio(*ws), (pts, steps)))
+
+
+def radial_points(key, n: int, dim: int, r_min: float, r_max: float, dtype=None):
+    """``n`` points with log-uniform radii in [r_min, r_max] and uniform random directions."""
+    n = check_int("radial_points", "n", n)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    kr, kd = jax.random.split(key)
+    r = jnp.exp(jax.random.uniform(kr, (n, 1), dtype, jnp.log(r_min), jnp.log(r_max)))
+    d = jax.random.normal(kd, (n, dim), dtype)
+    return r * d / jnp.linalg.norm(d, axis=1, keepdims=True)
+
+
+def binned_envelope(x, y, n_bins: int = 10):
+    """Per log-spaced bin of ``x``: (geometric bin centre, max of ``y``), empty bins dropped."""
+    x, y = np.asarray(x), np.asarray(y)
+    edges = np.geomspace(x.min(), x.max() * (1 + 1e-12), n_bins + 1)
+    idx = np.digitize(x, edges) - 1
+    cx, cy = [], []
+    for b in range(n_bins):
+        m = idx == b
+        if m.any():
+            cx.append(np.sqrt(edges[b] * edges[b + 1]))
+            cy.append(y[m].max())
+    return np.array(cx), np.array(cy)
+
+
+# =============================================================================== claim 5
+def adaptive_step_run(tasks, loss, alpha, L, rho, c, w0, num_steps: int):
+    r"""Deterministic MAML with Fallah et al.'s adaptive step $\beta_k=c/L(w_k)$ on a finite family.
+
+    Uses :func:`mathlib.run_deterministic` with ``optax.sgd(1)`` scaled by
+    :func:`mathlib.fallah_step_size` evaluated on all tasks (so $\tilde L(w)=L(w)$ exactly), and
+    records $\beta_k$, $F(w_k)$ and $\|\nabla F(w_k)\|$ (:func:`mathlib.exact_meta_gradient`).
+    Claim 5 ({prf:ref}`fallah2020-cor-descent`, {prf:ref}`fallah2020-rem-step-size`).
+
+    Returns:
+        dict of numpy arrays ``beta``, ``loss``, ``grad_norm``.
+    """
+    from mathlib._diagnostics import exact_meta_gradient, exact_meta_objective
+    from mathlib._estimators import make_estimator
+    from mathlib._outer import fallah_step_size
+    from mathlib._train import run_deterministic
+
+    num_steps = check_int("adaptive_step_run", "num_steps", num_steps)
+    check_positive("adaptive_step_run", "c", c)
+    _, h = run_deterministic(
+        make_estimator("maml", alpha=alpha), loss, w0, tasks, 1.0, num_steps,
+        exact_grad_fn=lambda w: exact_meta_gradient(loss, w, tasks, alpha),
+        exact_loss_fn=lambda w: exact_meta_objective(loss, w, tasks, alpha),
+        step_size_fn=lambda w, k: fallah_step_size(loss, w, tasks, L, rho, alpha, c),
+        record_loss=False, chunk_size=min(num_steps, 5000),
+    )
+    return {"beta": h["step_size"], "loss": h["exact_loss"], "grad_norm": h["exact_grad_norm"]}
+
+
+def hf_delta_runs(tasks, loss, alpha, rho, beta, deltas, num_steps: int, w0):
+    r"""Deterministic MAML, FO-MAML and HF-MAML (fixed $\delta$'s and the theorem's $\delta$).
+
+    HF-MAML uses :func:`mathlib.hf_maml_grad` (central) with each fixed ``delta`` and with
+    ``delta_rule="per_task"``, ``delta=1/(6*rho*alpha)``, i.e. $\delta_i=1/(6\rho\alpha\|v_i\|)$
+    ({prf:ref}`fallah2020-rem-prescribed-delta`). Constant step ``beta``; exact $\|\nabla F(w_k)\|$
+    recorded. Claim 5.
+
+    Returns:
+        dict name -> numpy array of $\|\nabla F(w_k)\|$; names ``"maml"``, ``"fomaml"``,
+        ``"theorem"`` and ``"delta=<value>"`` for each fixed delta.
+    """
+    from mathlib._diagnostics import exact_meta_gradient
+    from mathlib._estimators import make_estimator
+    from mathlib._train import run_deterministic
+
+    num_steps = check_int("hf_delta_runs", "num_steps", num_steps)
+    check_positive("hf_delta_runs", "rho", rho)
+    ests = {"maml": make_estimator("maml", alpha=alpha), "fomaml": make_estimator("fomaml", alpha=alpha),
+            "theorem": make_estimator("hf_maml", alpha=alpha, delta=1.0 / (6.0 * rho * alpha), delta_rule="per_task")}
+    for d in deltas:
+        ests[f"delta={d:g}"] = make_estimator("hf_maml", alpha=alpha, delta=d)
+    out = {}
+    for name, est in ests.items():
+        _, h = run_deterministic(est, loss, w0, tasks, beta, num_steps, record_loss=False,
+                                 exact_grad_fn=lambda w: exact_meta_gradient(loss, w, tasks, alpha),
+                                 chunk_size=min(num_steps, 5000))
+        out[name] = h["exact_grad_norm"]
+    return out
+
+
+# =============================================================================== claim 6
+def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: float = 0.01, lr: float = 1e-3,
+                  num_tasks: int = 25, k_shot: int = 10, k_hessian: int = 10, delta: float = 1e-2,
+                  hidden=(40, 40), eval_tasks: int = 100, activation: str = "tanh"):
+    r"""Sinusoid regression (Finn et al. 2017) with an MLP: meta-training curves, vmapped over seeds.
+
+    Per step: ``num_tasks`` tasks with ``k_shot`` support, ``k_shot`` query and ``k_hessian``
+    independent Hessian points (:func:`mathlib.sample_sinusoid_episodes`); the meta-gradient is
+    :func:`mathlib.meta_gradient` of the core estimator (``"maml"``, ``"fomaml"`` or ``"hf_maml"``;
+    HF-MAML uses ``delta_rule="per_task"``, i.e. a perturbation of length ``delta``); the outer
+    optimiser is Adam (:func:`mathlib.outer_optimizer`). Every ``eval_every`` steps the
+    post-adaptation loss (one inner step of size ``alpha`` on 10 support points, MSE on a 100-point
+    grid) is averaged over the fixed evaluation tasks of :func:`mathlib.sinusoid_eval_set`.
+    One compiled program per method covers all seeds (``jax.vmap`` over ``keys``). The default
+    ``activation="tanh"`` keeps the loss smooth, as the theory assumes: with ReLU the gradient jumps
+    across kinks and a finite difference of gradients is not a Hessian-vector product. Claim 6.
+
+    Returns:
+        numpy array (len(keys), num_steps // eval_every + 1) of evaluation losses, the first
+        column at initialisation.
+    """
+    from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
+    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, meta_gradient
+    from mathlib._inner import adapt_gd
+    from mathlib._models import init_mlp
+    from mathlib._models import mlp_mse_loss as _mlp_mse_loss
+    from mathlib._outer import outer_optimizer
+
+    fn = "sinusoid_runs"
+    check_choice(fn, "method", method, ("maml", "fomaml", "hf_maml"))
+    num_steps = check_int(fn, "num_steps", num_steps)
+    eval_every = check_int(fn, "eval_every", eval_every)
+    if num_steps % eval_every:
+        raise ValueError(f"{fn}: argument 'eval_every' must divide num_steps={num_steps}, got {eval_every}")
+    est, hyper = {
+        "maml": (maml_grad, dict(alpha=alpha)),
+        "fomaml": (fomaml_grad, dict(alpha=alpha)),
+        "hf_maml": (hf_maml_grad, dict(alpha=alpha, delta=delta, delta_rule="per_task")),
+    }[method]
+    opt = outer_optimizer("adam", lr)
+    eval_ep, _ = sinusoid_eval_set(eval_tasks, 10, 100)
+    sizes = (1, *hidden, 1)
+
+    def mlp_mse_loss(p, batch):
+        return _mlp_mse_loss(p, batch, activation=activation)
+
+    def post_adapt(params):
+        def one(sup, qry):
+            return mlp_mse_loss(adapt_gd(mlp_mse_loss, params, sup, alpha, 1), qry)
+
+        return jnp.mean(jax.vmap(one)(eval_ep.support, eval_ep.query))
+
+    def run(key):
+        k_init, k_train = jax.random.split(key)
+        params = init_mlp(k_init, sizes, activation=activation)
+        state = (params, opt.init(params))
+
+        def step(state, k):
+            p, s = state
+            ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
+            g = meta_gradient(est, mlp_mse_loss, p, ep, **hyper)
+            upd, s = opt.update(g, s, p)
+            return (jax.tree_util.tree_map(lambda a, b: a + b, p, upd), s), None
+
+        def chunk(state, ks):
+            state, _ = jax.lax.scan(step, state, ks)
+            return state, post_adapt(state[0])
+
+        ks = jax.random.split(k_train, num_steps).reshape(num_steps // eval_every, eval_every)
+        _, losses = jax.lax.scan(chunk, state, ks)
+        return jnp.concatenate([post_adapt(params)[None], losses])
+
+    out = np.asarray(jax.jit(jax.vmap(run))(keys))
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError(f"{fn}: {method} produced a non-finite evaluation loss (the run diverged)")
+    return out
+
+
+def hf_direction_error(activation: str, deltas, key, num_tasks: int = 25, k_shot: int = 10,
+                       alpha: float = 0.01, hidden=(40, 40)):
+    r"""Relative error of the HF-MAML direction against exact MAML for an MLP on sinusoid episodes.
+
+    float64 parameters and data at a random initialisation; both estimators use the support batch
+    for the Hessian term (``hessian=None``); HF-MAML perturbs by a vector of length $\delta$
+    (``delta_rule="per_task"``) for each $\delta$ in ``deltas``. With ``activation="relu"`` the
+    gradient is discontinuous across kinks and the finite difference is not a Hessian-vector
+    product. Claim 6.
+
+    Returns:
+        numpy array of $\|g_{HF}-g_{MAML}\|/\|g_{MAML}\|$, one per delta.
+    """
+    from jax.flatten_util import ravel_pytree
+
+    from mathlib._core import Episode
+    from mathlib._data import sample_sinusoid_episodes
+    from mathlib._estimators import hf_maml_grad, maml_grad, meta_gradient
+    from mathlib._models import init_mlp, mlp_mse_loss
+
+    k1, k2 = jax.random.split(key)
+    p = init_mlp(k1, (1, *hidden, 1), activation=activation, dtype=jnp.float64)
+    ep = sample_sinusoid_episodes(k2, num_tasks, k_shot, k_shot, dtype=jnp.float64)
+    ep = Episode(ep.support, ep.query, None)
+    loss = functools.partial(mlp_mse_loss, activation=activation)
+
+    @jax.jit
+    def errors(p, ep, ds):
+        g = ravel_pytree(meta_gradient(maml_grad, loss, p, ep, alpha=alpha))[0]
+
+        def one(d):
+            h = ravel_pytree(meta_gradient(hf_maml_grad, loss, p, ep, alpha=alpha, delta=d, delta_rule="per_task"))[0]
+            return jnp.linalg.norm(h - g) / jnp.linalg.norm(g)
+
+        return jax.lax.map(one, ds)
+
+    return np.asarray(errors(p, ep, jnp.asarray(deltas, jnp.float64)))
