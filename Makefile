@@ -16,7 +16,7 @@ help:
 	@echo "make book        set up .venv, execute every notebook (full mode), build _build/html"
 	@echo "make book QUICK=1  the same with quick parameters (fast preview)"
 	@echo "make test        set up .venv and run every test (library, notebooks in quick mode, strict book build)"
-	@echo "make bench       run the speed benchmark (prints a table; not a test)"
+	@echo "make bench       run the speed benchmark (prints a table, writes book/data/benchmark.md for the status page; not a test)"
 
 # Idempotent: re-installs only when the lock file or pyproject.toml changed.
 $(STAMP): requirements.lock pyproject.toml
@@ -47,7 +47,7 @@ test: $(STAMP)
 	$(PY) -m pytest -ra
 
 bench: $(STAMP)
-	$(PY) tests/benchmarks/bench_maml_sinusoid.py
+	$(PY) tests/benchmarks/bench_maml_sinusoid.py --markdown book/data/benchmark.md
 
 # Regenerate the lock from pyproject's ranges (needs the network to PyPI).
 lock:

@@ -8,6 +8,8 @@ An *episode* bundles the three data batches that one task contributes to a meta-
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "Episode",
+    "HeadLoss",
     "hessian_batch",
     "tree_add",
     "tree_sub",
@@ -27,6 +30,28 @@ __all__ = [
     "tree_all_finite",
     "num_tasks",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadLoss:
+    r"""A loss of a body/head model, split at the features: $f(\phi,h;D)=\ell(h, z_\phi(D))$.
+
+    ``loss(params, batch) == head_loss(params["head"], features(params["body"], batch))``, so a
+    ``HeadLoss`` is an ordinary ``loss(params, batch)`` for every estimator. ANIL's inner loop
+    (:func:`mathlib.adapt_head`) recognises it and evaluates the body's features $z_\phi(D_{in})$
+    **once** instead of once per head step; exact ANIL gradients then back-propagate through the
+    body once per batch, as a hand-written ANIL would. Results are identical to the unsplit loss.
+
+    Attributes:
+        features: ``features(body, batch) -> feature_batch`` (e.g. ``(z, y)``).
+        head_loss: ``head_loss(head, feature_batch) -> scalar``.
+    """
+
+    features: Callable[[Any, Any], Any]
+    head_loss: Callable[[Any, Any], jax.Array]
+
+    def __call__(self, params, batch) -> jax.Array:
+        return self.head_loss(params["head"], self.features(params["body"], batch))
 
 
 class Episode(NamedTuple):

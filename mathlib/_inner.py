@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mathlib._core import HeadLoss
 from mathlib._validate import check_int, check_positive
 
 __all__ = ["adapt_gd", "adapt_sign", "adapt_head", "prox_solve", "gd_iterates"]
@@ -65,13 +66,20 @@ def adapt_head(loss, params, batch, alpha, steps: int = 1):
     r"""ANIL inner loop: $K$ GD steps on ``params["head"]`` only, ``params["body"]`` held fixed.
 
     $h^{k+1}=h^k-\alpha\nabla_h f(\phi,h^k;D_{in})$; returns ``{"body": phi, "head": h^K}``.
-    Cost: $K$ head-gradient evaluations (each needs one forward/backward pass of the model).
+    Cost: $K$ head-gradient evaluations. With a generic ``loss`` each one runs the whole model
+    (the body's forward pass is repeated $K$ times, and so is its backward pass when the result is
+    differentiated). With a :class:`mathlib.HeadLoss` the features $z_\phi(D_{in})$ are computed
+    once and the steps run on the head alone.
     """
     _check_head_params("adapt_head", params)
     check_positive("adapt_head", "alpha", alpha)
     steps = check_int("adapt_head", "steps", steps)
     body = params["body"]
-    gh = jax.grad(lambda h: loss({"body": body, "head": h}, batch))
+    if isinstance(loss, HeadLoss):
+        feats = loss.features(body, batch)
+        gh = jax.grad(lambda h: loss.head_loss(h, feats))
+    else:
+        gh = jax.grad(lambda h: loss({"body": body, "head": h}, batch))
     head = _scan(lambda h: jax.tree_util.tree_map(lambda x, d: x - alpha * d, h, gh(h)), params["head"], steps)
     return {"body": body, "head": head}
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mathlib._core import HeadLoss
 from mathlib._validate import check_choice, check_int
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "mlp_mse_loss",
     "logistic_loss",
     "mlp_xent_loss",
+    "body_head_loss",
     "body_head_mse_loss",
     "body_head_xent_loss",
 ]
@@ -340,17 +342,43 @@ def mlp_xent_loss(params: Sequence[dict], batch, *, activation: str | Callable =
     return softmax_cross_entropy(mlp_apply(params, x, activation), y)
 
 
-def body_head_mse_loss(
-    params: dict, batch, *, activation: str | Callable = "relu", normalize: bool = False
-) -> jax.Array:
-    """``mse(body_head_apply(params, x), y)`` for ``batch = (x, y)``."""
+def _body_features(body, batch, *, activation, normalize):
     x, y = batch
-    return mse(body_head_apply(params, x, activation, normalize=normalize), y)
+    return body_apply(body, x, activation, normalize=normalize), y
 
 
-def body_head_xent_loss(
-    params: dict, batch, *, activation: str | Callable = "relu", normalize: bool = False
-) -> jax.Array:
-    """``softmax_cross_entropy(body_head_apply(params, x), y)`` for ``batch = (x, y)``."""
-    x, y = batch
-    return softmax_cross_entropy(body_head_apply(params, x, activation, normalize=normalize), y)
+def _head_mse(head, fbatch, *, activation):
+    z, y = fbatch
+    return mse(mlp_apply(head, z, activation), y)
+
+
+def _head_xent(head, fbatch, *, activation):
+    z, y = fbatch
+    return softmax_cross_entropy(mlp_apply(head, z, activation), y)
+
+
+def body_head_loss(kind: str = "mse", *, activation: str | Callable = "relu", normalize: bool = False) -> HeadLoss:
+    r"""Loss of a body/head network (:func:`init_body_head`) as a :class:`mathlib.HeadLoss`.
+
+    ``kind="mse"``: ``mse(body_head_apply(params, x), y)``; ``kind="xent"``: softmax cross-entropy
+    with integer labels; ``batch = (x, y)``. The split form lets ANIL compute the body's features
+    once per batch (same values as the unsplit loss, less work).
+
+    Raises:
+      ValueError: unknown ``kind`` or ``activation``.
+    """
+    where = "body_head_loss"
+    check_choice(where, "kind", kind, ("mse", "xent"))
+    _activation_fn(activation, where)
+    head = _head_mse if kind == "mse" else _head_xent
+    return HeadLoss(
+        features=functools.partial(_body_features, activation=activation, normalize=normalize),
+        head_loss=functools.partial(head, activation=activation),
+    )
+
+
+#: ``body_head_loss("mse")``: ``mse(body_head_apply(params, x), y)`` for ``batch = (x, y)``, ReLU.
+body_head_mse_loss = body_head_loss("mse")
+
+#: ``body_head_loss("xent")``: softmax cross-entropy of ``body_head_apply(params, x)``, integer labels, ReLU.
+body_head_xent_loss = body_head_loss("xent")

@@ -52,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 SIZES = (1, 40, 40, 1)
@@ -455,6 +456,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=None, help="timing samples per configuration")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration")
     ap.add_argument("--no-torch", action="store_true", help="skip torch.func even if PyTorch is importable")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (the status page reads book/data/benchmark.md)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -494,17 +496,29 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     bench_rows = [r for r in rows if r["impl"] != "peak"]
     machine = _machine()
-    print("## MAML sinusoid benchmark (mathlib vs hand-written JAX reference)\n")
-    print(f"Setting: MLP {'-'.join(map(str, SIZES))} ReLU, {NUM_TASKS} tasks/meta-batch, {K_SUPPORT}+{K_QUERY} "
+    report = []
+    out = report.append
+    out(f"Setting: MLP {'-'.join(map(str, SIZES))} ReLU, {NUM_TASKS} tasks/meta-batch, {K_SUPPORT}+{K_QUERY} "
           f"points, inner SGD alpha={ALPHA}, Adam {OUTER_LR}, float32; one meta-iteration = meta-gradient + "
           f"Adam update on a fixed batch.  Machine: {machine['cpu']}, {machine['cpu_count']} CPUs; "
           f"float32 matmul peak: " + ", ".join(f"{k} {_fmt(v, '.1f')} GFLOP/s" for k, v in peaks.items()) + ".")
-    print(f"Load average at start {load0[0]:.2f}, at end {load1[0]:.2f} (shared machine: timings vary with load). "
+    out(f"Load average at start {load0[0]:.2f}, at end {load1[0]:.2f} (shared machine: timings vary with load). "
           f"mathlib and reference times are medians over {samples} interleaved samples in one process; the "
           f"ratio is the median [IQR] of the per-sample ratios. Compile time and RSS come from separate "
           f"processes per implementation; % peak uses the reference's XLA FLOP count. Torch: "
           + ("included for MAML." if have_torch else "not installed, skipped.") + "\n")
-    print(_table(bench_rows, peaks))
+    out(_table(bench_rows, peaks))
+    print("## MAML sinusoid benchmark (mathlib vs hand-written JAX reference)\n")
+    print("\n".join(report))
+    if args.markdown:
+        cmd = "make bench" if argv is None and sys.argv[1:] == ["--markdown", args.markdown] else \
+            "python tests/benchmarks/bench_maml_sinusoid.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        stamp = time.strftime("%Y-%m-%d", time.gmtime())
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(
+            f"MAML sinusoid regression, mathlib against a hand-written jitted JAX reference, measured on "
+            f"{stamp} with `{cmd}` (script: `tests/benchmarks/bench_maml_sinusoid.py`; see its README).\n\n"
+            + "\n".join(report) + "\n")
     failed = [r for r in bench_rows if "error" in r and r["impl"] != "torch"]
     if args.json:
         with open(args.json, "w") as fh:
