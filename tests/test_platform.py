@@ -318,3 +318,21 @@ def test_check_html_catches_external_resources_and_broken_links(tmp_path):
     assert "broken link missing.html" in text and "broken anchor index.html#nowhere" in text
     assert "fonts.example.org/a.woff" in text
     assert "example.org\n" not in text + "\n" and len(problems) == 5
+
+
+def test_readme_mathlib_example_runs_and_says_what_the_readme_claims(tmp_path):
+    """The README's 'Using mathlib' block runs as printed, and its output matches the prose."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Using mathlib", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "expected exactly one python block in README 'Using mathlib'"
+    script = tmp_path / "snippet.py"
+    script.write_text(blocks[0])
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    dist = {m[0]: float(m[1]) for m in re.findall(r"^(\w+)\s+distance to the exact meta-gradient: (\S+)$", out.stdout, re.M)}
+    assert set(dist) == {"maml", "hf_maml", "fomaml"}, out.stdout
+    assert dist["maml"] < 1e-12 and dist["hf_maml"] < 1e-10, dist
+    assert 1e-2 < dist["fomaml"] < 1.0, dist
+    start, end = map(float, re.search(r"exact ‖∇F‖: (\S+) -> (\S+)", out.stdout).groups())
+    assert start > 0.1 and end < 1e-12, out.stdout
