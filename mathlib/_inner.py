@@ -16,7 +16,12 @@ __all__ = ["adapt_gd", "adapt_sign", "adapt_head", "prox_solve", "gd_iterates"]
 
 
 def _scan(step, x0, steps):
-    out, _ = jax.lax.scan(lambda x, _: (step(x), None), x0, None, length=steps)
+    # K = 1: no loop at all. K <= 5: unrolled, which lets XLA fuse across steps (measured 3-9 %
+    # faster per meta-iteration than a rolled loop, for about 0.5 s more compile time; see
+    # tests/benchmarks). Longer loops stay rolled so that compile time does not grow with K.
+    if steps == 1:
+        return step(x0)
+    out, _ = jax.lax.scan(lambda x, _: (step(x), None), x0, None, length=steps, unroll=steps <= 5)
     return out
 
 
