@@ -57,7 +57,7 @@ lock:
 	  /tmp/lockvenv/bin/pip freeze --exclude maml-theory-mathlib; } > requirements.lock
 
 clean-generated:
-	rm -rf book/_generated _build
+	rm -rf book/_generated _build .cache/test-book
 
 clean: clean-generated
 	rm -rf $(VENV) .cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,26 +23,62 @@ def repo_root() -> Path:
     return ROOT
 
 
+# What the book build reads. The tests execute notebooks (quick mode) and build the book in a
+# mirror of these under .cache/test-book, so `make test` never replaces the full-mode outputs
+# that `make book` left in book/_generated (and a later `make book` has nothing to re-execute).
+_MIRRORED = ("_config.yml", "_toc.yml", "requirements.lock", "pyproject.toml", "book", "notebooks")
+
+
+def _make_mirror(root: Path) -> Path:
+    mirror = root / ".cache" / "test-book"
+    mirror.mkdir(parents=True, exist_ok=True)
+    for name in _MIRRORED:
+        src, dst = root / name, mirror / name
+        if src.is_dir():
+            if dst.is_dir():  # refresh the sources, keep the generated outputs (incremental skip)
+                for child in dst.iterdir():
+                    if child.name != "_generated":
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_generated", ".ipynb_checkpoints"))
+        else:
+            shutil.copy2(src, dst)
+    for name in ("mathlib", ".cache/jax"):  # the same library (it is in the content hash) and compile cache
+        link, target = mirror / name, root / name
+        target.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.exists():
+                shutil.rmtree(link)
+            link.symlink_to(target, target_is_directory=True)
+    return mirror
+
+
 @pytest.fixture(scope="session")
-def executed_all(repo_root):
+def book_root(repo_root) -> Path:
+    """A mirror of the book's sources in which the tests execute notebooks and build the book."""
+    return _make_mirror(repo_root)
+
+
+@pytest.fixture(scope="session")
+def executed_all(book_root):
     """Execute every notebook of ``_toc.yml`` once per session in quick mode (2 workers).
 
-    Returns the executor's state (``book/_generated/state.json``); unchanged notebooks whose
-    quick-mode outputs are already there are not re-executed.
+    Runs in the mirror ``book_root``; returns the executor's state (its ``state.json``).
+    Notebooks whose quick-mode outputs there are up to date are not re-executed.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
         [sys.executable, "-m", "mathlib.book", "execute", "--quick", "--workers", "2"],
-        cwd=repo_root, env=env, capture_output=True, text=True, timeout=60 * 60,
+        cwd=book_root, env=env, capture_output=True, text=True, timeout=60 * 60,
     )
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr[-5000:])
-    state = json.loads((repo_root / "book" / "_generated" / "state.json").read_text())
+    state = json.loads((book_root / "book" / "_generated" / "state.json").read_text())
     return {"returncode": proc.returncode, "log": proc.stdout + proc.stderr, "state": state["notebooks"]}
 
 
 @pytest.fixture(scope="session")
-def executed(executed_all, repo_root):
+def executed(executed_all, book_root):
     """``executed("fallah2020/01-fd-hvp")`` -> dict of the values that notebook recorded.
 
     Fails the calling test with the executor's error (notebook and cell) if that notebook failed.
@@ -55,6 +92,6 @@ def executed(executed_all, repo_root):
             pytest.fail(f"{src} was not executed (is it listed in _toc.yml?)\n{executed_all['log'][-3000:]}")
         if entry.get("status") != "ok" or entry.get("mode") != "quick":
             pytest.fail(f"{src}: status {entry.get('status')} ({entry.get('mode')} mode) at cell {entry.get('cell')}: {entry.get('error')}")
-        return read_records(repo_root / "book" / "_generated" / "notebooks" / f"{name}.ipynb")
+        return read_records(book_root / "book" / "_generated" / "notebooks" / f"{name}.ipynb")
 
     return get

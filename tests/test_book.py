@@ -13,13 +13,13 @@ pytestmark = pytest.mark.book
 
 
 @pytest.fixture(scope="session")
-def built_book(executed_all, repo_root, tmp_path_factory):
+def built_book(executed_all, book_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("book")
-    subprocess.run([sys.executable, "-m", "mathlib.book", "pages"], cwd=repo_root, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "mathlib.book", "pages"], cwd=book_root, check=True, capture_output=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     proc = subprocess.run(
         [str(jb), "build", ".", "-W", "-n", "--keep-going", "--path-output", str(out)],
-        cwd=repo_root, capture_output=True, text=True, timeout=1800,
+        cwd=book_root, capture_output=True, text=True, timeout=1800,
     )
     return {"proc": proc, "html": out / "_build" / "html", "executed": executed_all}
 
@@ -67,8 +67,8 @@ def test_theorem_boxes_render(built_book):
     assert 'class="admonition' in html and "lem-maml-gradient" in html
 
 
-def test_gallery_lists_every_saved_figure(built_book, repo_root):
-    figs = sorted(p.stem for p in (repo_root / "book" / "_generated" / "figures").glob("fig-*.json"))
+def test_gallery_lists_every_saved_figure(built_book, book_root):
+    figs = sorted(p.stem for p in (book_root / "book" / "_generated" / "figures").glob("fig-*.json"))
     html = (built_book["html"] / "book" / "_generated" / "gallery.html").read_text()
     assert figs
     for fid in figs:
