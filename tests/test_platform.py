@@ -336,3 +336,19 @@ def test_readme_mathlib_example_runs_and_says_what_the_readme_claims(tmp_path):
     assert 1e-2 < dist["fomaml"] < 1.0, dist
     start, end = map(float, re.search(r"exact ‖∇F‖: (\S+) -> (\S+)", out.stdout).groups())
     assert start > 0.1 and end < 1e-12, out.stdout
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_parameters_cell_parses_cleanly(path):
+    """papermill infers parameter names and types line by line; an '=' inside a comment makes it
+    warn 'Unable to parse line' and lose that parameter's comment in its help output."""
+    from papermill.inspection import _infer_parameters
+    from papermill.iorw import load_notebook_node
+
+    nb = load_notebook_node(str(path))
+    cell = _params_cells(nb)[0]
+    names = {p.name for p in _infer_parameters(nb)}
+    assigned = {l.split("=", 1)[0].strip() for l in cell.source.splitlines() if "=" in l.split("#", 1)[0]}
+    assert assigned and assigned <= names, f"papermill could not parse: {sorted(assigned - names)}"
+    bad = [l for l in cell.source.splitlines() if "#" in l and "=" in l.split("#", 1)[1]]
+    assert not bad, f"'=' inside a comment of the parameters cell: {bad}"

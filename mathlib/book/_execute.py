@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -85,6 +86,26 @@ def kernel_env(root: Path, source: Path, staging_figs: Path, workers: int) -> di
     return env
 
 
+def _kernel_transport(staging: Path) -> dict[str, Any]:
+    """On POSIX, talk to the kernel over Unix sockets in a fresh temporary folder of this run.
+
+    The default TCP transport makes ipykernel >= 7.4 print a warning about unencrypted TCP for
+    every notebook; Unix sockets are local by construction. Each run gets its own folder (short,
+    as a socket path is limited to about 100 bytes), so parallel workers cannot collide. The
+    folder is removed after the run. Elsewhere (Windows) keep papermill's default transport.
+    """
+    if os.name != "posix":
+        return {}
+    from traitlets.config import Config
+
+    sock_dir = Path(tempfile.mkdtemp(prefix="mlk-"))
+    (staging / ".sockets").write_text(str(sock_dir))
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(sock_dir / "k")
+    return {"config": config}
+
+
 def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int) -> dict[str, Any]:
     """Execute one notebook into staging; promote its outputs only on success. Runs in a worker."""
     root, source = Path(root_s), Path(source_s)
@@ -97,6 +118,12 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
     out_tmp = staging / source.name
     t0 = time.perf_counter()
     result: dict[str, Any] = {"source": source.as_posix()}
+    # The kernel inherits this process's stderr: send it to a log in staging, so that kernel
+    # chatter (shutdown messages) stays out of the build's output; a failure quotes its tail.
+    kernel_log = staging / "kernel.log"
+    sys.stderr.flush()
+    saved_stderr, log_fd = os.dup(2), os.open(kernel_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 2)
     try:
         import papermill as pm
         from papermill.exceptions import PapermillExecutionError
@@ -111,6 +138,7 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
                 progress_bar=False,
                 log_output=False,
                 request_save_on_cell_execute=False,
+                **_kernel_transport(staging),
             )
         except PapermillExecutionError as err:
             result.update(
@@ -125,7 +153,18 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
         return result
     finally:
         result["seconds"] = round(time.perf_counter() - t0, 2)
+        sys.stderr.flush()
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        os.close(log_fd)
+        marker = staging / ".sockets"
+        if marker.is_file():
+            shutil.rmtree(marker.read_text(), ignore_errors=True)
+            marker.unlink()
         if result.get("status") == "failed":
+            tail = [l for l in kernel_log.read_text(errors="replace").splitlines() if l.strip()][-15:]
+            if tail:
+                result["kernel_log"] = "\n".join(tail)[-3000:]
             shutil.rmtree(staging, ignore_errors=True)
 
     # Promote: figures first, then the notebook (the notebook is the marker of a good run).
@@ -212,7 +251,9 @@ def execute(
                 print(
                     f"[{n}/{len(todo)}] FAILED {s.as_posix()} at cell {res.get('cell')} after {res.get('seconds', 0):.1f} s\n"
                     f"        {res.get('error')}\n"
-                    f"        (the previous executed copy and figures, if any, are kept)",
+                    f"        (the previous executed copy and figures, if any, are kept)"
+                    + ("\n        kernel's stderr (last lines):\n" + "\n".join("          " + l for l in res["kernel_log"].splitlines())
+                       if res.get("kernel_log") else ""),
                     file=stream,
                     flush=True,
                 )
