@@ -8,7 +8,7 @@ from jax.flatten_util import ravel_pytree
 
 from mathlib._core import tree_norm
 from mathlib._inner import adapt_gd
-from mathlib._validate import check_int, check_positive
+from mathlib._validate import check_in_range, check_int, check_positive
 
 __all__ = [
     "exact_meta_objective",
@@ -69,6 +69,7 @@ def local_smoothness_bound(loss, params, tasks, L, rho, alpha):
     for $\alpha\le1/L$).
     """
     check_positive("local_smoothness_bound", "L", L)
+    check_in_range("local_smoothness_bound", "rho", rho, 0.0)
     check_positive("local_smoothness_bound", "alpha", alpha)
     norms = jax.vmap(lambda t: tree_norm(jax.grad(loss)(params, t)))(tasks)
     return 4.0 * L + 2.0 * rho * alpha * jnp.mean(norms)

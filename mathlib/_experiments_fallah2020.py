@@ -129,20 +129,16 @@ def best_delta(deltas, errors):
 
 
 # =============================================================================== claim 2
-def _fomaml_matrix(tasks, alpha):
-    r"""$M=\frac1n\sum_iA_i(I-\alpha A_i)$: FO-MAML's direction is $M w-\frac1n\sum_iA_i(I-\alpha A_i)b_i$."""
-    eye = jnp.eye(tasks.A.shape[-1], dtype=tasks.A.dtype)
-    return jnp.mean(tasks.A @ (eye[None] - alpha * tasks.A), axis=0)
-
-
 def common_step_size(tasks, alpha):
     r"""$\beta=1/\max\{\lambda_{\max}(\nabla^2F),\lambda_{\max}(M)\}$: one constant step that is stable for
-    MAML, HF-MAML and FO-MAML on quadratic tasks (both matrices are symmetric positive definite for
-    $\alpha L<1$)."""
-    from mathlib._quadratic import quadratic_maml_hessian
+    MAML, HF-MAML and FO-MAML on quadratic tasks, $M=\frac1n\sum_iA_i(I-\alpha A_i)$ being the
+    Jacobian of the (affine) FO-MAML direction :func:`mathlib.quadratic_fomaml_grad` (both matrices
+    are symmetric positive definite for $\alpha L<1$)."""
+    from mathlib._quadratic import quadratic_fomaml_grad, quadratic_maml_hessian
 
+    M = jax.jacfwd(quadratic_fomaml_grad)(jnp.zeros(tasks.b.shape[-1], tasks.b.dtype), tasks, alpha)
     lam_f = jnp.max(jnp.linalg.eigvalsh(quadratic_maml_hessian(tasks, alpha)))
-    lam_m = jnp.max(jnp.linalg.eigvalsh(_fomaml_matrix(tasks, alpha)))
+    lam_m = jnp.max(jnp.linalg.eigvalsh(M))
     return 1.0 / jnp.maximum(lam_f, lam_m)
 
 
@@ -350,15 +346,12 @@ def stochastic_runs(method: str, tasks, alpha, beta, batch_sizes, n_in: int, n_o
 @functools.lru_cache(maxsize=None)
 def _stochastic_runner(method, b_max, n_in, n_out, nh, hess_is_query, num_steps):
     from mathlib._core import Episode
-    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, task_gradients
+    from mathlib._estimators import ESTIMATORS, task_gradients
     from mathlib._synthetic import linreg_maml_grad, mse_loss, sample_regression_episodes
 
-    def estimate(w, ep, alpha, delta):
-        if method == "maml":
-            return task_gradients(maml_grad, mse_loss, w, ep, alpha=alpha)
-        if method == "hf_maml":
-            return task_gradients(hf_maml_grad, mse_loss, w, ep, alpha=alpha, delta=delta)
-        return task_gradients(fomaml_grad, mse_loss, w, ep, alpha=alpha)
+    def estimate(w, ep, alpha, delta):  # alpha, delta are traced: one compilation for all values
+        hyper = {"alpha": alpha, "delta": delta} if method == "hf_maml" else {"alpha": alpha}
+        return task_gradients(ESTIMATORS[method], mse_loss, w, ep, **hyper)
 
     def one(tasks, alpha, beta, delta, B, key):
         n_tasks = tasks.theta.shape[0]
@@ -587,7 +580,9 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
         column at initialisation.
     """
     from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
-    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, meta_gradient
+    import optax
+
+    from mathlib._estimators import make_estimator, meta_gradient
     from mathlib._inner import adapt_gd
     from mathlib._models import init_mlp
     from mathlib._models import mlp_mse_loss as _mlp_mse_loss
@@ -599,11 +594,8 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
     eval_every = check_int(fn, "eval_every", eval_every)
     if num_steps % eval_every:
         raise ValueError(f"{fn}: argument 'eval_every' must divide num_steps={num_steps}, got {eval_every}")
-    est, hyper = {
-        "maml": (maml_grad, dict(alpha=alpha)),
-        "fomaml": (fomaml_grad, dict(alpha=alpha)),
-        "hf_maml": (hf_maml_grad, dict(alpha=alpha, delta=delta, delta_rule="per_task")),
-    }[method]
+    hyper = {"delta": delta, "delta_rule": "per_task"} if method == "hf_maml" else {}
+    est = make_estimator(method, alpha=alpha, **hyper)
     opt = outer_optimizer("adam", lr)
     eval_ep, _ = sinusoid_eval_set(eval_tasks, 10, 100)
     sizes = (1, *hidden, 1)
@@ -625,9 +617,9 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
         def step(state, k):
             p, s = state
             ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
-            g = meta_gradient(est, mlp_mse_loss, p, ep, **hyper)
+            g = meta_gradient(est, mlp_mse_loss, p, ep)
             upd, s = opt.update(g, s, p)
-            return (jax.tree_util.tree_map(lambda a, b: a + b, p, upd), s), None
+            return (optax.apply_updates(p, upd), s), None
 
         def chunk(state, ks):
             state, _ = jax.lax.scan(step, state, ks)

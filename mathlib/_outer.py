@@ -2,11 +2,10 @@ r"""Outer (meta) optimisers built from optax pieces, and Fallah et al.'s adaptiv
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import optax
 
-from mathlib._core import Episode, tree_norm
+from mathlib._core import Episode
+from mathlib._diagnostics import local_smoothness_bound
 from mathlib._validate import check_choice, check_in_range, check_positive
 
 __all__ = ["outer_optimizer", "fallah_step_size", "OUTER_OPTIMIZERS"]
@@ -70,5 +69,4 @@ def fallah_step_size(loss, params, episodes, L, rho, alpha, c):
     check_positive(fn, "alpha", alpha)
     check_positive(fn, "c", c)
     batches = episodes.support if isinstance(episodes, Episode) else episodes
-    norms = jax.vmap(lambda b: tree_norm(jax.grad(loss)(params, b)))(batches)
-    return c / (4.0 * L + 2.0 * rho * alpha * jnp.mean(norms))
+    return c / local_smoothness_bound(loss, params, batches, L, rho, alpha)
