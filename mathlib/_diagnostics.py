@@ -97,7 +97,7 @@ def cost_table(steps: int = 1, cg_steps: int = 10, prox_steps: int | None = None
     is $K$ for the inner-loop methods (HF-MAML and the Chayti–Jaggi estimators are one-step
     methods), ``cg_steps`` the CG iterations of iMAML, ``prox_steps`` the prox-solver steps of
     Moreau/iMAML (default ``steps``). Rows: maml, fomaml, hf_maml (central), chayti_forward,
-    chayti_symmetric, moreau, imaml, sign_maml, anil, anil_first_order, reptile.
+    chayti_central, moreau, imaml, sign_maml, anil, anil_first_order, reptile.
     """
     steps = check_int("cost_table", "steps", steps)
     cg_steps = check_int("cost_table", "cg_steps", cg_steps)
@@ -107,7 +107,7 @@ def cost_table(steps: int = 1, cg_steps: int = 10, prox_steps: int | None = None
         "fomaml": (steps + 1, 0),
         "hf_maml": (4, 0),
         "chayti_forward": (3, 0),
-        "chayti_symmetric": (4, 0),
+        "chayti_central": (4, 0),
         "moreau": (prox_steps, 0),
         "imaml": (prox_steps + 1, cg_steps),
         "sign_maml": (steps + 1, 0),

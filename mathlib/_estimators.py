@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.scipy.sparse.linalg import cg
 
 from mathlib._core import Episode, hessian_batch, tree_mean, tree_norm, tree_scale, tree_sub, tree_vdot
-from mathlib._fd import fd_hvp, hvp
+from mathlib._fd import FD_SCHEMES, fd_hvp, hvp
 from mathlib._inner import _check_head_params, adapt_gd, adapt_head, adapt_sign, gd_iterates, prox_solve
 from mathlib._validate import check_choice, check_int, check_positive
 
@@ -132,7 +132,7 @@ def hf_maml_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "ce
     _check_episode(fn, episode)
     check_positive(fn, "alpha", alpha)
     check_positive(fn, "delta", delta)
-    check_choice(fn, "scheme", scheme, ("central", "forward"))
+    check_choice(fn, "scheme", scheme, FD_SCHEMES)
     check_choice(fn, "delta_rule", delta_rule, ("fixed", "per_task"))
     g = jax.grad(loss)
     g_in = g(params, episode.support)
@@ -156,7 +156,7 @@ def chayti_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "for
 
     * ``"forward"``: $g_i=\frac{U(w+\delta v_i)-U(w)}{\delta}=v_i-\alpha\frac{\nabla f(w+\delta v_i;D_{in})-\nabla f(w;D_{in})}{\delta}$,
       bias $\le\tfrac{\alpha\rho}2\delta\|v_i\|^2$; 3 gradients per task (reuses $\nabla f(w;D_{in})$).
-    * ``"symmetric"``: $g_i=\frac{U(w+\delta v_i)-U(w-\delta v_i)}{2\delta}$, bias $O(\delta^2)$; 4 gradients
+    * ``"central"`` (the symmetric estimator): $g_i=\frac{U(w+\delta v_i)-U(w-\delta v_i)}{2\delta}$, bias $O(\delta^2)$; 4 gradients
       per task; algebraically HF-MAML (central, fixed $\delta$, $D_h=D_{in}$).
 
     All finite differences use the support batch $D_{in}$ (``episode.hessian`` is ignored). One inner step.
@@ -165,7 +165,7 @@ def chayti_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "for
     _check_episode(fn, episode)
     check_positive(fn, "alpha", alpha)
     check_positive(fn, "delta", delta)
-    check_choice(fn, "scheme", scheme, ("forward", "symmetric"))
+    check_choice(fn, "scheme", scheme, FD_SCHEMES)
     g = jax.grad(loss)
     g_in = g(params, episode.support)
     v = g(_axpy_tree(-alpha, g_in, params), episode.query)
@@ -194,24 +194,24 @@ def moreau_grad(loss, params, episode: Episode, lam, steps: int, lr=None, smooth
     return tree_scale(1.0 / lam, tree_sub(params, p))
 
 
-def imaml_grad(loss, params, episode: Episode, lam, inner_steps: int, cg_steps: int, lr=None, smoothness=None):
+def imaml_grad(loss, params, episode: Episode, lam, steps: int, cg_steps: int, lr=None, smoothness=None):
     r"""Implicit MAML gradient (Rajeswaran et al. 2019), regularisation $\|u-w\|^2/(2\lambda)$.
 
     Convention: $u^\star(w)=\arg\min_u f(u;D_{in})+\frac1{2\lambda}\|u-w\|^2$ (the same $\lambda$
     as the Moreau envelope; Rajeswaran et al.'s $\lambda_R$ with penalty $\frac{\lambda_R}2\|u-w\|^2$
     is $\lambda=1/\lambda_R$). Then $du^\star/dw=(I+\lambda\nabla^2f(u^\star))^{-1}$ and
     $$g_i=\big(I+\lambda\nabla^2f(\hat u;D_h)\big)^{-1}\nabla f(\hat u;D_o),$$
-    with $\hat u$ = ``inner_steps`` GD steps of :func:`prox_solve` and the linear system solved by
+    with $\hat u$ = ``steps`` GD steps of :func:`prox_solve` and the linear system solved by
     ``cg_steps`` iterations of ``jax.scipy.sparse.linalg.cg`` on exact HVPs (needs
     $I+\lambda\nabla^2f\succ0$, e.g. $\lambda L<1$ or $f$ convex). Cost per task:
-    ``inner_steps`` + 1 gradients and ``cg_steps`` HVPs.
+    ``steps`` + 1 gradients and ``cg_steps`` HVPs.
     """
     fn = "imaml_grad"
     _check_episode(fn, episode)
     check_positive(fn, "lam", lam)
-    inner_steps = check_int(fn, "inner_steps", inner_steps)
+    steps = check_int(fn, "steps", steps)
     cg_steps = check_int(fn, "cg_steps", cg_steps)
-    u = prox_solve(loss, params, episode.support, lam, inner_steps, lr=lr, smoothness=smoothness)
+    u = prox_solve(loss, params, episode.support, lam, steps, lr=lr, smoothness=smoothness)
     u = jax.lax.stop_gradient(u)
     gq = jax.grad(loss)(u, episode.query)
     dh = hessian_batch(episode)
@@ -300,8 +300,8 @@ def _moreau_objective(loss, params, episode, lam, steps, lr=None, smoothness=Non
     return loss(p, episode.support) + tree_vdot(tree_sub(p, params), tree_sub(p, params)) / (2.0 * lam)
 
 
-def _imaml_objective(loss, params, episode, lam, inner_steps, cg_steps, lr=None, smoothness=None):
-    return loss(prox_solve(loss, params, episode.support, lam, inner_steps, lr=lr, smoothness=smoothness), episode.query)
+def _imaml_objective(loss, params, episode, lam, steps, cg_steps, lr=None, smoothness=None):
+    return loss(prox_solve(loss, params, episode.support, lam, steps, lr=lr, smoothness=smoothness), episode.query)
 
 
 _gd = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_gd(loss, p, ep.support, alpha, steps))
@@ -321,7 +321,7 @@ _REGISTRY = {
     "hf_maml": (hf_maml_grad, _gd1, _cost(4)),
     "chayti": (chayti_grad, _gd1, _cost(lambda h: 3 if h.get("scheme", "forward") == "forward" else 4)),
     "moreau": (moreau_grad, _moreau_objective, _cost(lambda h: h["steps"])),
-    "imaml": (imaml_grad, _imaml_objective, _cost(lambda h: h["inner_steps"] + 1, lambda h: h["cg_steps"])),
+    "imaml": (imaml_grad, _imaml_objective, _cost(lambda h: h["steps"] + 1, lambda h: h["cg_steps"])),
     "sign_maml": (sign_maml_grad, _sign, _cost(lambda h: h.get("steps", 1) + 1)),
     "anil": (
         anil_grad,
@@ -390,13 +390,13 @@ def _validate_hyper(name, fn, h):
     for k in ("alpha", "delta", "lam"):
         if k in h:
             check_positive(fn, k, h[k])
-    for k in ("steps", "inner_steps", "cg_steps"):
+    for k in ("steps", "cg_steps"):
         if k in h:
             h[k] = check_int(fn, k, h[k])
     for k in ("lr", "smoothness"):
         if h.get(k) is not None:
             check_positive(fn, k, h[k])
     if "scheme" in h:
-        check_choice(fn, "scheme", h["scheme"], ("forward", "symmetric") if name == "chayti" else ("central", "forward"))
+        check_choice(fn, "scheme", h["scheme"], FD_SCHEMES)
     if "delta_rule" in h:
         check_choice(fn, "delta_rule", h["delta_rule"], ("fixed", "per_task"))

@@ -7,7 +7,10 @@ import jax
 from mathlib._core import tree_axpy, tree_scale, tree_sub
 from mathlib._validate import check_choice, check_positive
 
-__all__ = ["hvp", "fd_hvp"]
+__all__ = ["hvp", "fd_hvp", "FD_SCHEMES"]
+
+FD_SCHEMES = ("forward", "central")
+"""Finite-difference schemes, one set of names everywhere: ``"forward"`` $O(\\delta)$, ``"central"`` $O(\\delta^2)$."""
 
 
 def hvp(loss, params, batch, v):
@@ -31,7 +34,7 @@ def fd_hvp(loss, params, batch, v, delta, scheme: str = "central", grad_at_param
     Round-off adds about $\varepsilon_{mach}\|\nabla f\|/\delta$. Book: {prf:ref}`fallah2020-lem-fd-hvp`.
     """
     check_positive("fd_hvp", "delta", delta)
-    check_choice("fd_hvp", "scheme", scheme, ("central", "forward"))
+    check_choice("fd_hvp", "scheme", scheme, FD_SCHEMES)
     g = jax.grad(loss)
     g_plus = g(tree_axpy(delta, v, params), batch)
     if scheme == "central":

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import mathlib as ml  # noqa: E402
+import mathlib.validate as mv  # noqa: E402
 
 TASK = ml.QuadraticTask(jnp.eye(2), jnp.zeros(2))
 EP = ml.Episode.deterministic(TASK)
@@ -30,19 +31,19 @@ L = ml.quadratic_loss
         (lambda: ml.maml_grad(L, W, EP, alpha=float("nan")), ValueError, r"argument 'alpha'"),
         (lambda: ml.reptile_grad(L, W, EP, alpha=0.0), ValueError, r"reptile_grad: argument 'alpha'"),
         (lambda: ml.moreau_grad(L, W, EP, lam=-1.0, steps=3), ValueError, r"moreau_grad: argument 'lam'"),
-        (lambda: ml.imaml_grad(L, W, EP, lam=0.1, inner_steps=3, cg_steps=0), ValueError, r"imaml_grad: argument 'cg_steps'"),
+        (lambda: ml.imaml_grad(L, W, EP, lam=0.1, steps=3, cg_steps=0), ValueError, r"imaml_grad: argument 'cg_steps'"),
         (lambda: ml.prox_solve(L, W, TASK, 0.1, 3, lr=-1.0), ValueError, r"prox_solve: argument 'lr'"),
         (lambda: ml.hf_maml_grad(L, W, EP, alpha=0.1, delta=0.1, scheme="backward"), ValueError,
-         r"hf_maml_grad: argument 'scheme' must be one of \('central', 'forward'\), got 'backward'"),
+         r"hf_maml_grad: argument 'scheme' must be one of \('forward', 'central'\), got 'backward'"),
         (lambda: ml.hf_maml_grad(L, W, EP, alpha=0.1, delta=0.1, delta_rule="auto"), ValueError, r"'delta_rule'"),
-        (lambda: ml.chayti_grad(L, W, EP, alpha=0.1, delta=0.1, scheme="central"), ValueError, r"chayti_grad: argument 'scheme'"),
+        (lambda: ml.chayti_grad(L, W, EP, alpha=0.1, delta=0.1, scheme="symmetric"), ValueError, r"chayti_grad: argument 'scheme'"),
         (lambda: ml.maml_grad(L, W, (TASK, TASK), alpha=0.1), TypeError, r"maml_grad: argument 'episode' must be a mathlib.Episode"),
         (lambda: ml.anil_grad(L, W, EP, alpha=0.1), ValueError, r"anil_grad: argument 'params' must be a dict with keys 'body' and 'head'"),
         (lambda: ml.make_estimator("mamal", alpha=0.1), ValueError, r"make_estimator: argument 'name' must be one of"),
         (lambda: ml.make_estimator("maml", alpha=0.1, delta=0.1), TypeError, r"unknown hyper-parameter 'delta' for 'maml'"),
         (lambda: ml.make_estimator("hf_maml", alpha=0.1), TypeError, r"'hf_maml' requires hyper-parameter\(s\) \('delta',\)"),
         (lambda: ml.make_estimator("maml", alpha=-0.5), ValueError, r"maml_grad: argument 'alpha' must be > 0.*-0\.5"),
-        (lambda: ml.make_estimator("imaml", lam=0.1, inner_steps=0, cg_steps=2), ValueError, r"'inner_steps'"),
+        (lambda: ml.make_estimator("imaml", lam=0.1, steps=0, cg_steps=2), ValueError, r"'steps'"),
         (lambda: ml.outer_optimizer("rmsprop", 0.1), ValueError, r"outer_optimizer: argument 'name'"),
         (lambda: ml.outer_optimizer("sgd", -0.1), ValueError, r"outer_optimizer: argument 'lr'"),
         (lambda: ml.outer_optimizer("normalized_sgd_momentum", 0.1, beta=1.0), ValueError, r"argument 'beta' must be in \[0, 1\), got 1\.0"),
@@ -68,29 +69,29 @@ def test_bad_input_messages(call, exc, pattern):
 
 def test_validators_directly():
     with pytest.raises(ValueError, match=r"f: argument 'x' must have shape \(3, \*\), got \(2, 2\)"):
-        ml.check_shape("f", "x", jnp.zeros((2, 2)), (3, None))
-    assert ml.check_shape("f", "x", jnp.zeros((3, 5)), (3, None)).shape == (3, 5)
+        mv.check_shape("f", "x", jnp.zeros((2, 2)), (3, None))
+    assert mv.check_shape("f", "x", jnp.zeros((3, 5)), (3, None)).shape == (3, 5)
     with pytest.raises(ValueError, match=r"f: argument 'v' must have the same shapes as 'params'"):
-        ml.check_same_shape("f", "v", {"a": jnp.zeros(2)}, "params", {"a": jnp.zeros(3)})
+        mv.check_same_shape("f", "v", {"a": jnp.zeros(2)}, "params", {"a": jnp.zeros(3)})
     with pytest.raises(ValueError, match=r"f: argument 'v' must have the same pytree structure as 'params'"):
-        ml.check_same_shape("f", "v", [jnp.zeros(2)], "params", {"a": jnp.zeros(2)})
+        mv.check_same_shape("f", "v", [jnp.zeros(2)], "params", {"a": jnp.zeros(2)})
     with pytest.raises(ValueError, match=r"f: argument 'x' must be finite, got 2 non-finite"):
-        ml.check_finite("f", "x", {"a": jnp.array([np.inf, 1.0, -np.inf])})
+        mv.check_finite("f", "x", {"a": jnp.array([np.inf, 1.0, -np.inf])})
     with pytest.raises(ValueError, match=r"f: argument 'a' must be in \(0, 1\], got 1\.5"):
-        ml.check_in_range("f", "a", 1.5, 0.0, 1.0, low_inclusive=False)
+        mv.check_in_range("f", "a", 1.5, 0.0, 1.0, low_inclusive=False)
     with pytest.raises(TypeError, match=r"f: argument 'a' must be a real scalar"):
-        ml.check_positive("f", "a", jnp.ones(3))
+        mv.check_positive("f", "a", jnp.ones(3))
     with pytest.raises(ValueError, match=r"f: argument 'a' must be >= 0"):
-        ml.check_nonnegative("f", "a", -1)
+        mv.check_nonnegative("f", "a", -1)
     # traced values are accepted (checks are Python-level only)
-    assert jax.jit(lambda a: ml.check_positive("f", "a", a) * 2)(-1.0) == -2.0
+    assert jax.jit(lambda a: mv.check_positive("f", "a", a) * 2)(-1.0) == -2.0
 
 
 def test_float32_follows_input_dtype():
     t = ml.sample_quadratic_tasks(jax.random.key(0), 3, 2, dtype=jnp.float32)
     assert t.A.dtype == jnp.float32
     w = jnp.ones(2, jnp.float32)
-    for name, h in [("maml", dict(alpha=0.1)), ("hf_maml", dict(alpha=0.1, delta=1e-2)), ("imaml", dict(lam=0.1, inner_steps=3, cg_steps=2))]:
+    for name, h in [("maml", dict(alpha=0.1)), ("hf_maml", dict(alpha=0.1, delta=1e-2)), ("imaml", dict(lam=0.1, steps=3, cg_steps=2))]:
         g = ml.meta_gradient(ml.make_estimator(name, **h), ml.quadratic_loss, w, ml.Episode.deterministic(t))
         assert g.dtype == jnp.float32
         np.testing.assert_allclose(g, ml.quadratic_maml_grad(w, t, 0.1, 1) if name != "imaml" else g, rtol=1e-4)

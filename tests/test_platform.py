@@ -150,15 +150,15 @@ def _draw(tmp_path, monkeypatch, sub):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mathlib as ml
+    import mathlib.figures as mf
 
     monkeypatch.setenv("MATHLIB_FIGURES_DIR", str(tmp_path / sub))
-    ml.use_style()
+    mf.use_style()
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3], [1, 4, 9], label="$x^2$")
     ax.set_xlabel("$x$")
     ax.legend()
-    return ml.save_figure(fig, "fig-intro-test-contract", caption="A test figure.", show=False)
+    return mf.save_figure(fig, "fig-intro-test-contract", caption="A test figure.", show=False)
 
 
 def test_figures_are_byte_identical_across_runs(tmp_path, monkeypatch):
@@ -174,34 +174,34 @@ def test_figures_are_byte_identical_across_runs(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad", ["fig-Fallah2020-x", "fallah2020-x", "fig-fallah2020-", "fig-fallah2020-a_b"])
 def test_figure_id_must_follow_the_contract(bad, tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
-    import mathlib as ml
+    import mathlib.figures as mf
 
     monkeypatch.setenv("MATHLIB_FIGURES_DIR", str(tmp_path))
     fig = plt.figure()
     with pytest.raises(ValueError, match="figure_id"):
-        ml.save_figure(fig, bad, caption="x", show=False)
+        mf.save_figure(fig, bad, caption="x", show=False)
     plt.close(fig)
 
 
 def test_record_returns_plain_python():
     import jax.numpy as jnp
     import numpy as np
-    import mathlib as ml
+    import mathlib.figures as mf
 
-    from mathlib._figures import _plain
+    from mathlib.figures import _plain
 
     assert type(_plain(np.float64(0.5))) is float
     assert type(_plain(jnp.asarray(3))) is int
     assert type(_plain(np.bool_(True))) is bool
     assert _plain(jnp.arange(3.0)) == [0.0, 1.0, 2.0]
     assert _plain({"a": (np.float32(1.5),)}) == {"a": [1.5]}
-    assert ml.record("t-a", np.float64(0.5)) is None
+    assert mf.record("t-a", np.float64(0.5)) is None
     with pytest.raises(ValueError, match="name"):
-        ml.record("", 1.0)
+        mf.record("", 1.0)
 
 
 # --------------------------------------------------------------------------- executor
-_SETUP = "import mathlib as ml\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt"
+_SETUP = "import mathlib.figures as mf\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt"
 
 
 def _nb(path: Path, body: str, value: float = 1.0):
@@ -216,11 +216,11 @@ def _nb(path: Path, body: str, value: float = 1.0):
 
 _GOOD = textwrap.dedent(
     """
-    ml.record("t-value", value)
-    ml.record("t-quick", quick)
+    mf.record("t-value", value)
+    mf.record("t-quick", quick)
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, value])
-    ml.save_figure(fig, "fig-intro-executor-test", caption="executor test", show=False)
+    mf.save_figure(fig, "fig-intro-executor-test", caption="executor test", show=False)
     """
 )
 
@@ -237,7 +237,7 @@ def fake_repo(tmp_path):
         "  - file: book/_generated/notebooks/t/02-other\n"
     )
     _nb(tmp_path / "notebooks" / "t" / "01-good.ipynb", _GOOD, 1.0)
-    _nb(tmp_path / "notebooks" / "t" / "02-other.ipynb", "ml.record('t-other', 2)")
+    _nb(tmp_path / "notebooks" / "t" / "02-other.ipynb", "mf.record('t-other', 2)")
     return tmp_path
 
 
@@ -276,7 +276,7 @@ def test_executor_atomic_incremental_and_clean(fake_repo):
 
     # a failing notebook is named with its cell, the other still runs, previous outputs are kept
     _nb(fake_repo / "notebooks" / "t" / "01-good.ipynb", _GOOD + "\nraise RuntimeError('deliberate failure')\n", 5.0)
-    _nb(fake_repo / "notebooks" / "t" / "02-other.ipynb", "ml.record('t-other', 3)")
+    _nb(fake_repo / "notebooks" / "t" / "02-other.ipynb", "mf.record('t-other', 3)")
     r = _execute(fake_repo)
     assert r.returncode == 1
     assert "FAILED notebooks/t/01-good.ipynb at cell In [3]" in r.stdout and "deliberate failure" in r.stdout, r.stdout

@@ -1,4 +1,4 @@
-"""Read the quantities a notebook recorded with :func:`mathlib.record` back from its executed copy."""
+"""Read the quantities a notebook recorded with ``mathlib.figures.record`` back from its executed copy."""
 
 from __future__ import annotations
 

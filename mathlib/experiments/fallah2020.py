@@ -1,8 +1,7 @@
 r"""Experiment drivers for the chapter on Fallah, Mokhtari, Ozdaglar (AISTATS 2020).
 
-Chapter-specific sweeps built on the core API (``mathlib._fd``, ``mathlib._estimators``, ...).
-Nothing here is re-exported from ``mathlib``; notebooks import it as
-``from mathlib import _experiments_fallah2020 as fx``.
+Chapter-specific sweeps built on the core API of ``mathlib``. Nothing here is re-exported
+from ``mathlib``; notebooks import it as ``from mathlib.experiments import fallah2020 as ex``.
 
 Every function states which claim of the chapter it serves (book page
 ``fallah2020/experiments``) and the label of the result it checks.
