@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from mathlib._core import tree_norm
+from mathlib._core import Episode, tree_norm
 from mathlib._inner import adapt_gd
 from mathlib._validate import check_in_range, check_int, check_positive
 
@@ -22,15 +22,26 @@ __all__ = [
 
 
 def exact_meta_objective(loss, params, tasks, alpha, steps: int = 1):
-    r"""$F(w)=\frac1n\sum_if_i(U_{i,K}(w))$ over a finite task set (support = query = task batch)."""
+    r"""$F(w)=\frac1n\sum_if(U_{i,K}(w;D^i_{in});D^i_o)$ over a finite task set.
+
+    ``tasks`` is either a batch of tasks (leading task axis; support = query = the task's batch, e.g.
+    a batched ``QuadraticTask``) or a batched :class:`mathlib.Episode` (then $D_{in}$ = ``support``
+    and $D_o$ = ``query``; ``hessian`` is not used: this is the objective itself).
+    """
     check_positive("exact_meta_objective", "alpha", alpha)
     steps = check_int("exact_meta_objective", "steps", steps)
-    per = jax.vmap(lambda t: loss(adapt_gd(loss, params, t, alpha, steps), t))(tasks)
+    if isinstance(tasks, Episode):
+        per = jax.vmap(lambda e: loss(adapt_gd(loss, params, e.support, alpha, steps), e.query))(tasks)
+    else:
+        per = jax.vmap(lambda t: loss(adapt_gd(loss, params, t, alpha, steps), t))(tasks)
     return jnp.mean(per)
 
 
 def exact_meta_gradient(loss, params, tasks, alpha, steps: int = 1):
-    r"""Ground truth $\nabla F(w)$ by autodiff of :func:`exact_meta_objective` (finite task set, $K$ steps)."""
+    r"""Ground truth $\nabla F(w)$ by autodiff of :func:`exact_meta_objective` ($K$ steps).
+
+    ``tasks``: a batch of tasks or a batched :class:`mathlib.Episode`, as in :func:`exact_meta_objective`.
+    """
     check_positive("exact_meta_gradient", "alpha", alpha)
     steps = check_int("exact_meta_gradient", "steps", steps)
     return jax.grad(lambda p: exact_meta_objective(loss, p, tasks, alpha, steps))(params)
@@ -102,17 +113,22 @@ def cost_table(steps: int = 1, cg_steps: int = 10, prox_steps: int | None = None
     steps = check_int("cost_table", "steps", steps)
     cg_steps = check_int("cost_table", "cg_steps", cg_steps)
     prox_steps = steps if prox_steps is None else check_int("cost_table", "prox_steps", prox_steps)
+    from mathlib._estimators import _REGISTRY  # one cost formula per estimator: the registry's
+
+    def cost(name, **h):
+        return _REGISTRY[name][2](**h)
+
     rows = {
-        "maml": (steps + 1, steps),
-        "fomaml": (steps + 1, 0),
-        "hf_maml": (4, 0),
-        "chayti_forward": (3, 0),
-        "chayti_central": (4, 0),
-        "moreau": (prox_steps, 0),
-        "imaml": (prox_steps + 1, cg_steps),
-        "sign_maml": (steps + 1, 0),
-        "anil": (steps + 1, steps),
-        "anil_first_order": (steps + 1, 0),
-        "reptile": (steps, 0),
+        "maml": cost("maml", steps=steps),
+        "fomaml": cost("fomaml", steps=steps),
+        "hf_maml": cost("hf_maml", steps=1),
+        "chayti_forward": cost("chayti", scheme="forward", steps=1),
+        "chayti_central": cost("chayti", scheme="central", steps=1),
+        "moreau": cost("moreau", steps=prox_steps),
+        "imaml": cost("imaml", steps=prox_steps, cg_steps=cg_steps),
+        "sign_maml": cost("sign_maml", steps=steps),
+        "anil": cost("anil", steps=steps),
+        "anil_first_order": cost("anil", steps=steps, first_order=True),
+        "reptile": cost("reptile", steps=steps),
     }
     return {k: {"grads": g, "hvps": h, "equiv": g + 2 * h} for k, (g, h) in rows.items()}

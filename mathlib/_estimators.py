@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.sparse.linalg import cg
 
-from mathlib._core import Episode, hessian_batch, tree_mean, tree_norm, tree_scale, tree_sub, tree_vdot
+from mathlib._core import Episode, hessian_batch, tree_axpy, tree_mean, tree_norm, tree_scale, tree_sub, tree_vdot
 from mathlib._fd import FD_SCHEMES, fd_hvp, hvp
 from mathlib._inner import _check_head_params, adapt_gd, adapt_head, adapt_sign, gd_iterates, prox_solve
-from mathlib._validate import check_choice, check_int, check_positive
+from mathlib._validate import check_alpha_steps, check_choice, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "maml_objective",
@@ -42,6 +42,7 @@ __all__ = [
     "make_estimator",
     "Estimator",
     "ESTIMATORS",
+    "TRACED_HYPER",
 ]
 
 
@@ -50,14 +51,7 @@ def _check_episode(fn, episode):
         raise TypeError(f"{fn}: argument 'episode' must be a mathlib.Episode, got {type(episode).__name__}")
 
 
-def _check_alpha_steps(fn, alpha, steps, name_steps="steps"):
-    check_positive(fn, "alpha", alpha)
-    return check_int(fn, name_steps, steps)
-
-
-def _axpy_tree(a, x, y):
-    """y + a * x (leafwise)."""
-    return jax.tree_util.tree_map(lambda u, v: v + a * u, x, y)
+_check_alpha_steps = check_alpha_steps
 
 
 # ----------------------------------------------------------------------------- MAML family
@@ -93,7 +87,7 @@ def maml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
     v = jax.grad(loss)(w_last, episode.query)
 
     def back(v, w_k):
-        return _axpy_tree(-alpha, hvp(loss, w_k, episode.hessian, v), v), None
+        return tree_axpy(-alpha, hvp(loss, w_k, episode.hessian, v), v), None
 
     v, _ = jax.lax.scan(back, v, iterates, reverse=True)
     return v
@@ -110,33 +104,76 @@ def fomaml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
     _check_episode(fn, episode)
     steps = _check_alpha_steps(fn, alpha, steps)
     w_k = adapt_gd(loss, params, episode.support, alpha, steps)
-    return jax.grad(loss)(jax.lax.stop_gradient(w_k), episode.query)
+    return jax.grad(loss)(w_k, episode.query)
 
 
-def hf_maml_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "central", delta_rule: str = "fixed"):
-    r"""Hessian-free MAML (Fallah et al. Alg. 3), one inner step. Book: {prf:ref}`fallah2020-alg-hfmaml`.
+def _gd_path(loss, params, batch, alpha, steps):
+    """``(w^K, iterates w^0..w^{K-1}, gradients grad f(w^k; batch))`` of K GD steps (stacked)."""
+    g = jax.grad(loss)
 
+    def body(p, _):
+        d = g(p, batch)
+        return tree_axpy(-alpha, d, p), (p, d)
+
+    w_last, (iterates, grads) = jax.lax.scan(body, params, None, length=steps)
+    return w_last, iterates, grads
+
+
+def _fd_backward(loss, params, episode, alpha, steps, delta, scheme, delta_rule, dh):
+    r"""$v\leftarrow v-\alpha\,\widehat{\nabla^2f(w^k;D_h)v}$ for $k=K-1,\dots,0$, finite-difference HVPs."""
+    w_last, iterates, grads = _gd_path(loss, params, episode.support, alpha, steps)
+    v = jax.grad(loss)(w_last, episode.query)
+    reuse = scheme == "forward" and dh is None
+
+    def back(v, xs):
+        w_k, g_k = xs
+        d = delta
+        if delta_rule == "per_task":
+            nv = tree_norm(v)
+            d = delta / jnp.where(nv > 0, nv, jnp.ones_like(nv))
+        h = fd_hvp(loss, w_k, episode.support if dh is None else dh, v, d, scheme=scheme,
+                   grad_at_params=g_k if reuse else None)
+        return tree_axpy(-alpha, h, v), None
+
+    v, _ = jax.lax.scan(back, v, (iterates, grads), reverse=True)
+    return v
+
+
+def hf_maml_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "central", delta_rule: str = "fixed",
+                 steps: int = 1):
+    r"""Hessian-free MAML (Fallah et al. Alg. 3; $K$ steps derived here). Book: {prf:ref}`fallah2020-alg-hfmaml`.
+
+    One step ($K=1$, the paper's algorithm):
     $$v_i=\nabla f(w-\alpha\nabla f(w;D_{in});D_o),\qquad
     g_i=v_i-\alpha\,\frac{\nabla f(w+\delta_iv_i;D_h)-\nabla f(w-\delta_iv_i;D_h)}{2\delta_i}$$
     (``scheme="central"``; ``"forward"`` uses $[\nabla f(w+\delta_iv_i;D_h)-\nabla f(w;D_h)]/\delta_i$).
     Both finite-difference gradients use the same batch $D_h$ (``episode.hessian``, or $D_{in}$ if None).
 
-    * ``delta_rule="fixed"``: $\delta_i=$ ``delta``.
-    * ``delta_rule="per_task"``: $\delta_i=$ ``delta``$/\|v_i\|$ (so the perturbation has length
-      ``delta``); ``delta = 1/(6*rho*alpha)`` gives the theorem's $\delta^i_k=1/(6\rho\alpha\|v_i\|)$.
+    $K$ = ``steps`` $>1$: the exact $K$-step MAML gradient
+    $\prod_{k=0}^{K-1}(I-\alpha\nabla^2f(w^k;D_h))\nabla f(w^K;D_o)$ with every Hessian-vector product
+    replaced by the finite difference above at the inner iterate $w^k$, applied backwards:
+    $v^K=\nabla f(w^K;D_o)$, $v^k=v^{k+1}-\alpha\,\widehat{\nabla^2f(w^k;D_h)v^{k+1}}$, $g_i=v^0$.
+
+    * ``delta_rule="fixed"``: $\delta=$ ``delta`` for every product.
+    * ``delta_rule="per_task"``: $\delta=$ ``delta``$/\|v\|$ for the vector $v$ being multiplied (so
+      the perturbation has length ``delta``); ``delta = 1/(6*rho*alpha)`` gives the theorem's
+      $\delta^i_k=1/(6\rho\alpha\|v_i\|)$ for $K=1$.
 
     Exact on quadratics for any $\delta$; bias $O(\delta^2)$ (central) or $O(\delta)$ (forward).
-    Cost per task: 4 gradients (forward: 3 when ``episode.hessian is None``, reusing $\nabla f(w;D_{in})$).
+    Cost per task: $K+1$ gradients for the path and $2K$ for the finite differences ($3K+1$; forward
+    with ``episode.hessian is None``: $2K+1$, reusing the inner gradients $\nabla f(w^k;D_{in})$).
     """
     fn = "hf_maml_grad"
     _check_episode(fn, episode)
-    check_positive(fn, "alpha", alpha)
+    steps = _check_alpha_steps(fn, alpha, steps)
     check_positive(fn, "delta", delta)
     check_choice(fn, "scheme", scheme, FD_SCHEMES)
     check_choice(fn, "delta_rule", delta_rule, ("fixed", "per_task"))
+    if steps > 1:
+        return _fd_backward(loss, params, episode, alpha, steps, delta, scheme, delta_rule, episode.hessian)
     g = jax.grad(loss)
     g_in = g(params, episode.support)
-    v = g(_axpy_tree(-alpha, g_in, params), episode.query)
+    v = g(tree_axpy(-alpha, g_in, params), episode.query)
     if delta_rule == "per_task":
         nv = tree_norm(v)
         d = delta / jnp.where(nv > 0, nv, jnp.ones_like(nv))
@@ -144,10 +181,10 @@ def hf_maml_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "ce
         d = delta
     reuse = g_in if (scheme == "forward" and episode.hessian is None) else None
     h = fd_hvp(loss, params, hessian_batch(episode), v, d, scheme=scheme, grad_at_params=reuse)
-    return _axpy_tree(-alpha, h, v)
+    return tree_axpy(-alpha, h, v)
 
 
-def chayti_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "forward"):
+def chayti_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "forward", steps: int = 1):
     r"""Chayti–Jaggi-style first-order estimator (derived here; papers digest §3.4, not verified against the paper).
 
     $\nabla F_i(w)=J_{U}(w)^\top v_i=\frac{d}{d\delta}U(w+\delta v_i)\big|_{\delta=0}$ (the Jacobian
@@ -159,21 +196,30 @@ def chayti_grad(loss, params, episode: Episode, alpha, delta, scheme: str = "for
     * ``"central"`` (the symmetric estimator): $g_i=\frac{U(w+\delta v_i)-U(w-\delta v_i)}{2\delta}$, bias $O(\delta^2)$; 4 gradients
       per task; algebraically HF-MAML (central, fixed $\delta$, $D_h=D_{in}$).
 
-    All finite differences use the support batch $D_{in}$ (``episode.hessian`` is ignored). One inner step.
+    $K$ = ``steps`` $>1$: the one-step finite difference is applied to each factor of
+    $J_{U_K}(w)^\top=\prod_{k=0}^{K-1}(I-\alpha\nabla^2f(w^k;D_{in}))$ (ordered $k=0$ leftmost), backwards
+    along the inner path: $v^K=\nabla f(w^K;D_o)$, $v^k=\frac{U(w^k+\delta v^{k+1})-U(w^k)}{\delta}$ (or
+    central), $g_i=v^0$. (A single finite difference of the $K$-step map, $[U_K(w+\delta v)-U_K(w)]/\delta$,
+    would estimate $J_{U_K}v$, not $J_{U_K}^\top v$; the two differ unless the Hessians along the path
+    commute.) Cost: forward $2K+1$ gradients (reusing $\nabla f(w^k;D_{in})$), central $3K+1$.
+
+    All finite differences use the support batch $D_{in}$ (``episode.hessian`` is ignored).
     """
     fn = "chayti_grad"
     _check_episode(fn, episode)
-    check_positive(fn, "alpha", alpha)
+    steps = _check_alpha_steps(fn, alpha, steps)
     check_positive(fn, "delta", delta)
     check_choice(fn, "scheme", scheme, FD_SCHEMES)
+    if steps > 1:
+        return _fd_backward(loss, params, episode, alpha, steps, delta, scheme, "fixed", None)
     g = jax.grad(loss)
     g_in = g(params, episode.support)
-    v = g(_axpy_tree(-alpha, g_in, params), episode.query)
+    v = g(tree_axpy(-alpha, g_in, params), episode.query)
     if scheme == "forward":
         h = fd_hvp(loss, params, episode.support, v, delta, scheme="forward", grad_at_params=g_in)
     else:
         h = fd_hvp(loss, params, episode.support, v, delta, scheme="central")
-    return _axpy_tree(-alpha, h, v)
+    return tree_axpy(-alpha, h, v)
 
 
 # ----------------------------------------------------------------------------- proximal family
@@ -194,32 +240,46 @@ def moreau_grad(loss, params, episode: Episode, lam, steps: int, lr=None, smooth
     return tree_scale(1.0 / lam, tree_sub(params, p))
 
 
-def imaml_grad(loss, params, episode: Episode, lam, steps: int, cg_steps: int, lr=None, smoothness=None):
+def imaml_grad(loss, params, episode: Episode, lam, steps: int, cg_steps: int, lr=None, smoothness=None,
+               cg_tol=0.0, *, return_residual: bool = False):
     r"""Implicit MAML gradient (Rajeswaran et al. 2019), regularisation $\|u-w\|^2/(2\lambda)$.
 
     Convention: $u^\star(w)=\arg\min_u f(u;D_{in})+\frac1{2\lambda}\|u-w\|^2$ (the same $\lambda$
     as the Moreau envelope; Rajeswaran et al.'s $\lambda_R$ with penalty $\frac{\lambda_R}2\|u-w\|^2$
     is $\lambda=1/\lambda_R$). Then $du^\star/dw=(I+\lambda\nabla^2f(u^\star))^{-1}$ and
     $$g_i=\big(I+\lambda\nabla^2f(\hat u;D_h)\big)^{-1}\nabla f(\hat u;D_o),$$
-    with $\hat u$ = ``steps`` GD steps of :func:`prox_solve` and the linear system solved by
-    ``cg_steps`` iterations of ``jax.scipy.sparse.linalg.cg`` on exact HVPs (needs
-    $I+\lambda\nabla^2f\succ0$, e.g. $\lambda L<1$ or $f$ convex). Cost per task:
-    ``steps`` + 1 gradients and ``cg_steps`` HVPs.
+    with $\hat u$ = ``steps`` GD steps of :func:`prox_solve` (same ``lr``/``smoothness`` rules and
+    divergence check) and the linear system $(I+\lambda H)x=b$, $b=\nabla f(\hat u;D_o)$, solved by
+    at most ``cg_steps`` iterations of ``jax.scipy.sparse.linalg.cg`` on exact HVPs from $x_0=b$,
+    stopping early once $\|(I+\lambda H)x-b\|\le$ ``cg_tol`` $\cdot\|b\|$ (default 0: all
+    ``cg_steps`` iterations). Needs $I+\lambda\nabla^2f\succ0$, e.g. $\lambda L<1$ or $f$ convex.
+
+    Args:
+        cg_tol: relative CG tolerance (>= 0).
+        return_residual: also return the achieved relative residual
+            $\|(I+\lambda H)g_i-b\|/\|b\|$ (one more HVP). Then the result is a pair
+            ``(g_i, residual)``, so use it directly (or ``jax.vmap`` it), not through ``meta_gradient``.
+
+    Cost per task: ``steps`` + 1 gradients and at most ``cg_steps`` HVPs.
     """
     fn = "imaml_grad"
     _check_episode(fn, episode)
     check_positive(fn, "lam", lam)
     steps = check_int(fn, "steps", steps)
     cg_steps = check_int(fn, "cg_steps", cg_steps)
+    check_nonnegative(fn, "cg_tol", cg_tol)
     u = prox_solve(loss, params, episode.support, lam, steps, lr=lr, smoothness=smoothness)
-    u = jax.lax.stop_gradient(u)
     gq = jax.grad(loss)(u, episode.query)
     dh = hessian_batch(episode)
 
     def matvec(x):
-        return _axpy_tree(lam, hvp(loss, u, dh, x), x)
+        return tree_axpy(lam, hvp(loss, u, dh, x), x)
 
-    sol, _ = cg(matvec, gq, x0=gq, tol=0.0, atol=0.0, maxiter=cg_steps)
+    sol, _ = cg(matvec, gq, x0=gq, tol=cg_tol, atol=0.0, maxiter=cg_steps)
+    if return_residual:
+        nb = tree_norm(gq)
+        res = tree_norm(tree_sub(matvec(sol), gq)) / jnp.where(nb > 0, nb, jnp.ones_like(nb))
+        return sol, res
     return sol
 
 
@@ -237,7 +297,7 @@ def sign_maml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
     _check_episode(fn, episode)
     steps = _check_alpha_steps(fn, alpha, steps)
     w_k = adapt_sign(loss, params, episode.support, alpha, steps)
-    return jax.grad(loss)(jax.lax.stop_gradient(w_k), episode.query)
+    return jax.grad(loss)(w_k, episode.query)
 
 
 def anil_grad(loss, params, episode: Episode, alpha, steps: int = 1, first_order: bool = False):
@@ -255,8 +315,7 @@ def anil_grad(loss, params, episode: Episode, alpha, steps: int = 1, first_order
     _check_head_params(fn, params)
     steps = _check_alpha_steps(fn, alpha, steps)
     if first_order:
-        adapted = jax.lax.stop_gradient(adapt_head(loss, params, episode.support, alpha, steps))
-        return jax.grad(loss)(adapted, episode.query)
+        return jax.grad(loss)(adapt_head(loss, params, episode.support, alpha, steps), episode.query)
     return jax.grad(lambda p: loss(adapt_head(loss, p, episode.support, alpha, steps), episode.query))(params)
 
 
@@ -300,12 +359,11 @@ def _moreau_objective(loss, params, episode, lam, steps, lr=None, smoothness=Non
     return loss(p, episode.support) + tree_vdot(tree_sub(p, params), tree_sub(p, params)) / (2.0 * lam)
 
 
-def _imaml_objective(loss, params, episode, lam, steps, cg_steps, lr=None, smoothness=None):
+def _imaml_objective(loss, params, episode, lam, steps, cg_steps, lr=None, smoothness=None, cg_tol=0.0):
     return loss(prox_solve(loss, params, episode.support, lam, steps, lr=lr, smoothness=smoothness), episode.query)
 
 
 _gd = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_gd(loss, p, ep.support, alpha, steps))
-_gd1 = _obj_query_at(lambda loss, p, ep, alpha, **_: adapt_gd(loss, p, ep.support, alpha, 1))
 _sign = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_sign(loss, p, ep.support, alpha, steps))
 _head = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_head(loss, p, ep.support, alpha, steps))
 
@@ -318,8 +376,8 @@ def _cost(grads, hvps=0):
 _REGISTRY = {
     "maml": (maml_grad, _gd, _cost(lambda h: h.get("steps", 1) + 1, lambda h: h.get("steps", 1))),
     "fomaml": (fomaml_grad, _gd, _cost(lambda h: h.get("steps", 1) + 1)),
-    "hf_maml": (hf_maml_grad, _gd1, _cost(4)),
-    "chayti": (chayti_grad, _gd1, _cost(lambda h: 3 if h.get("scheme", "forward") == "forward" else 4)),
+    "hf_maml": (hf_maml_grad, _gd, _cost(lambda h: 3 * h.get("steps", 1) + 1)),
+    "chayti": (chayti_grad, _gd, _cost(lambda h: (2 if h.get("scheme", "forward") == "forward" else 3) * h.get("steps", 1) + 1)),
     "moreau": (moreau_grad, _moreau_objective, _cost(lambda h: h["steps"])),
     "imaml": (imaml_grad, _imaml_objective, _cost(lambda h: h["steps"] + 1, lambda h: h["cg_steps"])),
     "sign_maml": (sign_maml_grad, _sign, _cost(lambda h: h.get("steps", 1) + 1)),
@@ -335,8 +393,27 @@ ESTIMATORS = {name: entry[0] for name, entry in _REGISTRY.items()}
 """Registry: estimator name -> per-task function ``est(loss, params, episode, **hyper)``."""
 
 
+#: Hyper-parameters that are numbers (traced leaves of an :class:`Estimator` under ``jax.jit``);
+#: every other hyper-parameter (``steps``, ``cg_steps``, ``scheme``, ``delta_rule``, ``first_order``)
+#: fixes the structure of the computation and is static.
+TRACED_HYPER = ("alpha", "delta", "lam", "lr", "smoothness", "cg_tol")
+
+
+def _split_hyper(hyper):
+    leaves = tuple(k for k in sorted(hyper) if k in TRACED_HYPER and hyper[k] is not None)
+    static = tuple((k, hyper[k]) for k in sorted(hyper) if k not in leaves)
+    return leaves, static
+
+
+@jax.tree_util.register_pytree_node_class
 class Estimator:
-    """A per-task estimator with bound hyper-parameters: ``est(loss, params, episode) -> grad``.
+    r"""A per-task estimator with bound hyper-parameters: ``est(loss, params, episode) -> grad``.
+
+    Made by :func:`make_estimator`. An ``Estimator`` is a JAX pytree: the numeric hyper-parameters
+    (``TRACED_HYPER``: $\alpha,\delta,\lambda$, ``lr``, ``smoothness``, ``cg_tol``) are its leaves and
+    everything else (name, ``steps``, ``scheme``, ...) is static. So it can be passed *as an argument*
+    to a ``jax.jit``-ed function, and a new $\alpha$ does not recompile it; it is hashable and
+    compares by value (name and hyper-parameters).
 
     Attributes:
         name: registry name (e.g. ``"maml"``).
@@ -352,17 +429,86 @@ class Estimator:
         self.cost = grads + 2 * hvps
         self.__doc__ = fn.__doc__
 
-    def __call__(self, loss, params, episode):
-        return self.fn(loss, params, episode, **self.hyper)
+    # -- pytree protocol: numeric hyper-parameters are leaves
+    def tree_flatten(self):
+        leaves, static = _split_hyper(self.hyper)
+        return tuple(self.hyper[k] for k in leaves), (self.name, leaves, static, self.grads_per_task, self.hvps_per_task)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        name, leaves, static, grads, hvps = aux
+        fn, objective_fn, _ = _REGISTRY[name]
+        return cls(name, fn, objective_fn, {**dict(static), **dict(zip(leaves, children))}, grads, hvps)
+
+    def _key(self):
+        leaves, static = _split_hyper(self.hyper)
+        vals = []
+        for k in leaves:
+            v = self.hyper[k]
+            try:
+                vals.append(float(v))
+            except Exception:  # traced or non-scalar: identity
+                vals.append(id(v))
+        return (self.name, static, leaves, tuple(vals))
+
+    def __eq__(self, other):
+        return isinstance(other, Estimator) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __call__(self, loss, params, episode, **overrides):
+        """``fn(loss, params, episode, **hyper)``; keyword ``overrides`` replace bound values for this call."""
+        return self.fn(loss, params, episode, **({**self.hyper, **overrides} if overrides else self.hyper))
+
+    def replace(self, **overrides) -> "Estimator":
+        """A copy with some hyper-parameters replaced (validated as in :func:`make_estimator`)."""
+        return make_estimator(self.name, **{**self.hyper, **overrides})
 
     def objective(self, loss, params, episode):
         """The per-task objective associated with this estimator (query loss at the adapted point;
         for ``moreau`` the envelope value $f(\\hat p)+\\|\\hat p-w\\|^2/(2\\lambda)$ on the support batch)."""
         return self._objective(loss, params, episode, **self.hyper)
 
+    def adapt(self, loss, params, support):
+        r"""Test-time adaptation: this method's inner map applied to ``support`` (a batch $D_{in}$).
+
+        * ``maml``, ``fomaml``, ``hf_maml``, ``chayti``, ``reptile``: $U_K(w)$, $K$ = ``steps``
+          (default 1) GD steps with step $\alpha$ (:func:`mathlib.adapt_gd`);
+        * ``sign_maml``: $K$ signSGD steps (:func:`mathlib.adapt_sign`);
+        * ``anil``: $K$ GD steps on the adapted part only (:func:`mathlib.adapt_head`);
+        * ``moreau``, ``imaml``: the approximate prox $\hat p\approx\mathrm{prox}_{\lambda f}(w)$
+          (:func:`mathlib.prox_solve` with the bound ``steps``, ``lr``, ``smoothness``).
+
+        Evaluate with ``loss(est.adapt(loss, w, ep.support), ep.query)``; for a batch of tasks,
+        ``jax.vmap(lambda s: est.adapt(loss, w, s))(episodes.support)``.
+        """
+        return _ADAPT[self.name](loss, params, support, self.hyper)
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
         return f"Estimator({self.name!r}, {args})"
+
+
+def _adapt_gd_h(loss, p, d, h):
+    return adapt_gd(loss, p, d, h["alpha"], h.get("steps", 1))
+
+
+def _adapt_prox_h(loss, p, d, h):
+    return prox_solve(loss, p, d, h["lam"], h["steps"], lr=h.get("lr"), smoothness=h.get("smoothness"))
+
+
+_ADAPT = {
+    "maml": _adapt_gd_h,
+    "fomaml": _adapt_gd_h,
+    "hf_maml": _adapt_gd_h,
+    "chayti": _adapt_gd_h,
+    "reptile": _adapt_gd_h,
+    "sign_maml": lambda loss, p, d, h: adapt_sign(loss, p, d, h["alpha"], h.get("steps", 1)),
+    "anil": lambda loss, p, d, h: adapt_head(loss, p, d, h["alpha"], h.get("steps", 1)),
+    "moreau": _adapt_prox_h,
+    "imaml": _adapt_prox_h,
+}
 
 
 def make_estimator(name: str, **hyper) -> Estimator:
@@ -374,7 +520,7 @@ def make_estimator(name: str, **hyper) -> Estimator:
     check_choice("make_estimator", "name", name, tuple(_REGISTRY))
     fn, objective_fn, cost = _REGISTRY[name]
     sig = inspect.signature(fn)
-    allowed = [p for p in list(sig.parameters)[3:]]
+    allowed = [p for p in list(sig.parameters)[3:] if sig.parameters[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     for k in hyper:
         if k not in allowed:
             raise TypeError(f"make_estimator: unknown hyper-parameter '{k}' for '{name}'; expected one of {tuple(allowed)}")
@@ -393,6 +539,8 @@ def _validate_hyper(name, fn, h):
     for k in ("steps", "cg_steps"):
         if k in h:
             h[k] = check_int(fn, k, h[k])
+    if "cg_tol" in h:
+        check_nonnegative(fn, "cg_tol", h["cg_tol"])
     for k in ("lr", "smoothness"):
         if h.get(k) is not None:
             check_positive(fn, k, h[k])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mathlib._core import HeadLoss
-from mathlib._validate import check_int, check_positive
+from mathlib._core import HeadLoss, tree_norm, tree_sub
+from mathlib._validate import check_int, check_positive, is_concrete
 
 __all__ = ["adapt_gd", "adapt_sign", "adapt_head", "prox_solve", "gd_iterates"]
 
@@ -89,19 +89,46 @@ def adapt_head(loss, params, batch, alpha, steps: int = 1):
     return {"body": body, "head": head}
 
 
-def prox_solve(loss, params, batch, lam, steps: int, lr=None, smoothness=None):
+def prox_solve(loss, params, batch, lam, steps: int, lr=None, smoothness=None, *, check=None,
+               return_residual: bool = False):
     r"""Approximate $\mathrm{prox}_{\lambda f}(w)=\arg\min_u f(u)+\|u-w\|^2/(2\lambda)$ by $K$ GD steps from $u^0=w$.
 
     $u^{k+1}=u^k-\eta\big(\nabla f(u^k)+(u^k-w)/\lambda\big)$. Step size $\eta$:
 
     * ``lr`` if given;
     * else $\eta=1/(1/\lambda+L)$ if ``smoothness`` $=L$ is given: a contraction with factor
-      $\lambda(L-\mu)/(1+\lambda L)<1$ for every $\lambda$ when $f$ is convex ($\mu I\preceq\nabla^2f\preceq LI$);
+      $\lambda(L-\mu)/(1+\lambda L)<1$ for every $\lambda$ when $f$ is convex ($\mu I\preceq\nabla^2f\preceq LI$).
+      **Pass** ``smoothness`` **whenever** $\lambda L\ge1$ **is possible**;
     * else $\eta=\lambda$, i.e. the fixed-point iteration $u^{k+1}=w-\lambda\nabla f(u^k)$ (the
       FO-MAML/"FO-MuML" form of Mishchenko et al.), a contraction with factor $\lambda L$: it
       converges only if $\lambda L<1$.
 
-    Cost: $K$ gradient evaluations. Returns $u^K$.
+    Divergence check (``check``; default ``None`` = on exactly when the default step $\eta=\lambda$ is
+    used, i.e. neither ``lr`` nor ``smoothness`` is given; ``True``/``False`` force it): for a convergent (contracting) iteration the step
+    lengths $\|u^{k+1}-u^k\|$ do not grow, so a last step longer than
+    $(1+10^{-3})\|u^1-u^0\|+\sqrt{\varepsilon_{mach}}(1+\|w\|)$ (possible only for $K\ge2$) means the
+    solver diverged (e.g. $\eta=\lambda$ with $\lambda L\ge1$). Then, on concrete inputs, a
+    ``FloatingPointError`` names $\lambda$, $\eta$ and the fix; under ``jit``/``vmap`` the result is
+    set to NaN so that the failure cannot pass silently (``train`` reports the step). ``check=False``
+    returns the raw iterate.
+
+    Args:
+        loss: ``loss(params, batch) -> scalar``.
+        params: the centre $w$ (pytree).
+        batch: the batch $D$ of $f=f(\cdot;D)$.
+        lam: proximal weight $\lambda>0$.
+        steps: number $K$ of GD steps (Python int).
+        lr: optional step size $\eta$.
+        smoothness: optional smoothness constant $L$ of $f$ (gives $\eta=1/(1/\lambda+L)$).
+        check: detect divergence (see above; ``None`` = only for the default step).
+        return_residual: also return the residual $\|\nabla f(u^K)+(u^K-w)/\lambda\|$ (the norm of
+            the prox objective's gradient at the output; 0 at the exact prox; costs 1 more gradient).
+
+    Returns:
+        $u^K$, or ``(u^K, residual)`` with ``return_residual=True``. Cost: $K$ gradient evaluations.
+
+    Raises:
+        FloatingPointError: the iteration diverged (``check=True``, concrete inputs).
     """
     fn = "prox_solve"
     check_positive(fn, "lam", lam)
@@ -117,6 +144,32 @@ def prox_solve(loss, params, batch, lam, steps: int, lr=None, smoothness=None):
     g = jax.grad(loss)
 
     def step(u):
-        return jax.tree_util.tree_map(lambda x, d, w: x - eta * (d + (x - w) / lam), u, g(u, batch), params)
+        new = jax.tree_util.tree_map(lambda x, d, w: x - eta * (d + (x - w) / lam), u, g(u, batch), params)
+        return new, tree_norm(tree_sub(new, u))
 
-    return _scan(step, params, steps)
+    u1, d0 = step(params)
+    if steps == 1:
+        u, d_last = u1, d0
+    else:
+        u, d_last = jax.lax.scan(lambda x, _: step(x), u1, None, length=steps - 1, unroll=steps <= 5)
+        d_last = d_last[-1]
+    if check is None:
+        check = lr is None and smoothness is None
+    if check and steps >= 2:
+        scale = 1.0 + tree_norm(params)
+        eps = jnp.finfo(jnp.result_type(*jax.tree_util.tree_leaves(params))).eps
+        diverged = d_last > (1.0 + 1e-3) * d0 + jnp.sqrt(eps) * scale
+        if is_concrete((diverged, lam, eta)):
+            if bool(diverged):
+                raise FloatingPointError(
+                    f"prox_solve: the prox iteration diverged (last step length {float(d_last):.3g} > first "
+                    f"{float(d0):.3g}) with lam={float(lam):.4g}, step eta={float(eta):.4g}: the default step "
+                    "eta=lam converges only if lam*L < 1; pass smoothness=L (step 1/(1/lam+L), converges for "
+                    "every lam when f is convex) or a smaller lr"
+                )
+        else:
+            u = jax.tree_util.tree_map(lambda x: jnp.where(diverged, jnp.nan, x), u)
+    if return_residual:
+        r = tree_norm(jax.tree_util.tree_map(lambda d, x, w: d + (x - w) / lam, g(u, batch), u, params))
+        return u, r
+    return u

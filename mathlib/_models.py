@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from mathlib._core import HeadLoss
-from mathlib._validate import check_choice, check_int
+from mathlib._validate import check_choice, check_int, check_matmul_shapes
 
 __all__ = [
     "ACTIVATIONS",
@@ -176,6 +176,7 @@ def _init_layers(key, dims, dt, init):
 
 def linear_apply(params: dict, x: jax.Array) -> jax.Array:
     r"""Dense layer $x W + b$; ``x`` has shape ``(..., in)``, the result ``(..., out)``."""
+    check_matmul_shapes("linear_apply", "input x", x, "weight w", params["w"], what="layer widths")
     return x @ params["w"] + params["b"]
 
 
@@ -288,7 +289,13 @@ def body_head_apply(
 
 # --------------------------------------------------------------------------- losses
 def mse(pred: jax.Array, y: jax.Array) -> jax.Array:
-    r"""Mean squared error $\frac1n\sum_i (\hat y_i - y_i)^2$ (mean over all entries, no 1/2)."""
+    r"""Mean squared error $\frac1n\sum_i (\hat y_i - y_i)^2$ (mean over all entries, **no** $\frac12$).
+
+    Used by the neural-network losses (:func:`mlp_mse_loss`, :func:`body_head_loss`). Not to be
+    confused with :func:`mathlib.mse_loss`, the *linear-regression* loss
+    $\frac1{2n}\sum_k(x_k^\top w-y_k)^2$ of parameters $w$ (with the $\frac12$ of the closed forms):
+    ``mse_loss(w, (X, y)) == 0.5 * mse(X @ w, y)``.
+    """
     return jnp.mean(optax.losses.squared_error(pred, y))
 
 
@@ -304,13 +311,23 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Fraction of ``argmax(logits) == labels`` (integer labels); for one logit per example
-    (binary, shape ``(n,)``), the prediction is ``logit > 0`` and labels are in {0, 1}."""
-    if logits.ndim == labels.ndim:  # binary logits
+    """Fraction of correct predictions, $\\frac1n\\sum_i[\\hat y_i=y_i]$.
+
+    * multi-class logits of shape ``(..., C)`` with ``C > 1``: $\\hat y=\\arg\\max$ of the logits;
+      ``labels`` are integer classes of shape ``logits.shape[:-1]``, or one-hot / probability vectors
+      of the same shape as ``logits`` (then the true class is their argmax);
+    * one logit per example (binary, shape ``(n,)`` or ``(n, 1)``): $\\hat y=[\\text{logit}>0]$ and
+      ``labels`` are in {0, 1} with the same shape.
+    """
+    binary = logits.ndim == labels.ndim and (logits.ndim == 1 or logits.shape[-1] == 1)
+    if binary:
         pred = (logits > 0).astype(labels.dtype)
-    else:
-        pred = jnp.argmax(logits, axis=-1)
-    return jnp.mean(pred == labels)
+        return jnp.mean(pred == labels)
+    if labels.ndim == logits.ndim:  # one-hot or probabilities
+        if labels.shape != logits.shape:
+            raise ValueError(f"accuracy: shape mismatch: logits {logits.shape} and one-hot labels {labels.shape}")
+        labels = jnp.argmax(labels, axis=-1)
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def mlp_mse_loss(params: Sequence[dict], batch, *, activation: str | Callable = "relu") -> jax.Array:
@@ -329,6 +346,7 @@ def logistic_loss(w: jax.Array, batch, *, l2: float = 0.0) -> jax.Array:
     (\frac{1}{4n}\norm{X}_2^2 + \lambda) I$ ($s$ the sigmoid of the logits).
     """
     x, y = batch
+    check_matmul_shapes("logistic_loss", "x", x, "w", w)
     logits = x @ w
     loss = jnp.mean(optax.losses.sigmoid_binary_cross_entropy(logits, y.astype(logits.dtype)))
     if l2:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mathlib._validate import check_in_range, check_int, check_nonnegative, check_positive
+from mathlib._validate import check_alpha_steps, check_in_range, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "QuadraticTask",
@@ -50,6 +50,11 @@ class QuadraticTask(NamedTuple):
 
 def quadratic_loss(w, task: QuadraticTask):
     r"""$f(w)=\tfrac12(w-b)^\top A(w-b)$ for a single (unbatched) task; ``w`` a vector of shape (d,)."""
+    if jnp.shape(w) != jnp.shape(task.b):
+        raise ValueError(
+            f"quadratic_loss: shape mismatch: w has shape {jnp.shape(w)} but the task's b has shape "
+            f"{jnp.shape(task.b)} (A {jnp.shape(task.A)}); pass one unbatched task and w of shape (d,)"
+        )
     r = w - task.b
     return 0.5 * jnp.dot(r, task.A @ r)
 
@@ -145,9 +150,7 @@ def _inner_power(A, alpha, steps):
     return jax.vmap(lambda a: jnp.linalg.matrix_power(eye - alpha * a, steps))(A)
 
 
-def _check_alpha_steps(fn, alpha, steps):
-    check_positive(fn, "alpha", alpha)
-    return check_int(fn, "steps", steps)
+_check_alpha_steps = check_alpha_steps
 
 
 def _mean_mv(M, w, b):

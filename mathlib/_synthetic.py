@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from mathlib._core import Episode
 from mathlib._quadratic import QuadraticTask, sample_quadratic_tasks
-from mathlib._validate import check_int, check_nonnegative, check_positive
+from mathlib._validate import check_int, check_matmul_shapes, check_nonnegative, check_positive
 
 __all__ = [
     "CosineTask",
@@ -56,6 +56,11 @@ class CosineTask(NamedTuple):
 
 def cosine_loss(w, task: CosineTask):
     r"""$f(w)=\tfrac12(w-c)^\top A(w-c)+a\sum_j\cos(k\,u_j^\top(w-c))$ for one task; ``w`` of shape (d,)."""
+    if jnp.shape(w) != jnp.shape(task.c):
+        raise ValueError(
+            f"cosine_loss: shape mismatch: w has shape {jnp.shape(w)} but the task's c has shape "
+            f"{jnp.shape(task.c)} (A {jnp.shape(task.A)}); pass one unbatched task and w of shape (d,)"
+        )
     r = w - task.c
     return 0.5 * jnp.dot(r, task.A @ r) + task.amp * jnp.sum(jnp.cos(task.freq * (task.U.T @ r)))
 
@@ -226,8 +231,13 @@ def _regression_episodes(key, tasks, n_support, n_query, n_hessian):
 
 
 def mse_loss(w, batch):
-    r"""$\frac1{2n}\sum_k(x_k^\top w-y_k)^2$ on a batch ``(X, y)``; ``w`` of shape (d,)."""
+    r"""Linear-regression loss $\frac1{2n}\sum_k(x_k^\top w-y_k)^2$ on a batch ``(X, y)``; ``w`` of shape (d,).
+
+    Has the $\frac12$ of the closed forms ($\nabla^2=\frac1nX^\top X$); :func:`mathlib.mse` (used by the
+    network losses) has none: ``mse_loss(w, (X, y)) == 0.5 * mse(X @ w, y)``.
+    """
     X, y = batch
+    check_matmul_shapes("mse_loss", "X", X, "w", w)
     r = X @ w - y
     return 0.5 * jnp.mean(r * r)
 

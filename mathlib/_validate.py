@@ -24,6 +24,8 @@ __all__ = [
     "check_finite",
     "check_shape",
     "check_same_shape",
+    "check_alpha_steps",
+    "check_matmul_shapes",
     "is_concrete",
 ]
 
@@ -112,6 +114,22 @@ def check_finite(fn: str, name: str, tree):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{fn}: argument '{name}' must be finite, got {bad} non-finite value(s)")
     return tree
+
+
+def check_alpha_steps(fn: str, alpha, steps, name_steps: str = "steps") -> int:
+    """Require ``alpha > 0`` and an integer ``steps >= 1`` (the inner step and number of inner steps). Returns ``int(steps)``."""
+    check_positive(fn, "alpha", alpha)
+    return check_int(fn, name_steps, steps)
+
+
+def check_matmul_shapes(fn: str, x_name: str, x, w_name: str, w, what: str = "parameters"):
+    """Require ``x.shape[-1] == w.shape[0]`` (for ``x @ w``); the error names both shapes."""
+    sx, sw = tuple(jnp.shape(x)), tuple(jnp.shape(w))
+    if not sx or not sw or sx[-1] != sw[0]:
+        raise ValueError(
+            f"{fn}: shape mismatch: {x_name} has shape {sx} but {w_name} has shape {sw} "
+            f"({x_name}'s last axis must equal {w_name}'s first axis); do the {what} match the data's dimension?"
+        )
 
 
 def check_shape(fn: str, name: str, x, shape):
