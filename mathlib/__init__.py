@@ -6,12 +6,15 @@ Every docstring states the formula it implements and the book label where it is 
 * tasks with closed forms: ``quadratic_*``, ``linreg_*``, cosine tasks (``_synthetic``);
 * data: sinusoid regression, logistic and digits tasks, N-way K-shot episodes, tabular MDPs;
 * models: linear, MLP, body/head (ANIL) as pure functions on pytrees, with ready-made losses;
-* inner maps: ``adapt_gd``, ``adapt_sign``, ``adapt_head``, ``prox_solve``;
+* inner maps: ``adapt_gd``, ``adapt_sign``, ``adapt_head``, ``adapt_masked``, ``prox_solve``;
 * meta-gradient estimators ``est(loss, params, episode, **hyper)``: ``maml_grad``, ``fomaml_grad``,
   ``hf_maml_grad``, ``chayti_grad``, ``moreau_grad``, ``imaml_grad``, ``sign_maml_grad``,
-  ``anil_grad``, ``reptile_grad``; ``make_estimator(name, **hyper)`` and
-  ``meta_gradient`` (vmapped mean over a batch of episodes);
-* outer optimisation and training: optax transformations, ``fallah_step_size``, ``train``;
+  ``anil_grad``, ``reptile_grad``; ``make_estimator(name, **hyper)`` returns an ``Estimator``
+  (a hashable JAX pytree whose numeric hyper-parameters are traced leaves; ``est.adapt`` is its
+  inner map for test-time adaptation, ``est.replace(alpha=...)`` an override) and
+  ``meta_gradient`` (vmapped mean over a batch of episodes; ``batched=False`` for one task);
+* outer optimisation and training: optax transformations, ``fallah_step_size``, ``train``
+  (compiled once per structure; divergence raises), ``make_train_step`` for your own loop;
 * diagnostics: exact meta-gradients, local smoothness by power iteration, cost counters;
 
 One vocabulary for hyper-parameters: ``alpha`` (inner step), ``steps`` (number of inner steps, also

@@ -33,7 +33,7 @@ import numpy as np
 
 from mathlib._core import Episode
 from mathlib._models import _check_float_dtype, _flat_random
-from mathlib._validate import check_choice, check_int, check_nonnegative, is_concrete
+from mathlib._validate import check_choice, check_int, check_nonnegative, is_concrete, renamed_argument
 
 __all__ = [
     "SinusoidTasks",
@@ -446,7 +446,7 @@ def _ovr_batch(key, X, y, classes_arr, num_tasks, sizes, intercept):
 # =========================================================================== N-way K-shot
 def _check_nway(fn, X, y, classes, n_way, k_shot, k_query, k_hessian):
     n_way = check_int(fn, "n_way", n_way)
-    k_shot = check_int(fn, "k_shot", k_shot)
+    k_shot = check_int(fn, "k_support", k_shot)
     k_query = check_int(fn, "k_query", k_query)
     k_hessian = check_int(fn, "k_hessian", k_hessian, minimum=0)
     try:
@@ -474,7 +474,7 @@ def _check_nway(fn, X, y, classes, n_way, k_shot, k_query, k_hessian):
         have = min(counts.get(int(c), 0) for c in classes_np)
         if need > have:
             raise ValueError(
-                f"{fn}: argument 'k_shot' + 'k_query' + 'k_hessian' = {need} exceeds the smallest "
+                f"{fn}: argument 'k_support' + 'k_query' + 'k_hessian' = {need} exceeds the smallest "
                 f"class size among 'classes' ({have})"
             )
     return classes_np, n_way, k_shot, k_query, k_hessian
@@ -502,7 +502,8 @@ def _nway_one(key, X, y, classes_arr, n_way, k_shot, k_query, k_hessian):
 
 
 def sample_nway_kshot(
-    key: jax.Array, X: jax.Array, y: jax.Array, classes, n_way: int, k_shot: int, k_query: int, *, k_hessian: int = 0
+    key: jax.Array, X: jax.Array, y: jax.Array, classes, n_way: int, k_support: int | None = None,
+    k_query: int | None = None, *, k_hessian: int = 0, k_shot: int | None = None
 ) -> Episode:
     r"""One N-way K-shot classification episode from a labelled array dataset ``(X, y)``.
 
@@ -520,7 +521,8 @@ def sample_nway_kshot(
       y: integer labels, shape ``(n,)``.
       classes: the labels tasks may use (e.g. ``DigitsDataset.train_classes``).
       n_way: classes per task, ``1 <= n_way <= len(classes)``.
-      k_shot: support examples per class (>= 1).
+      k_support: support examples per class (>= 1), the "K" of K-shot (old name ``k_shot``: still
+        accepted with a ``DeprecationWarning``).
       k_query: query examples per class (>= 1).
       k_hessian: examples per class of the optional independent Hessian batch (>= 0).
 
@@ -532,6 +534,7 @@ def sample_nway_kshot(
       ValueError: ``n_way > len(classes)``, ``k_shot < 1``, ``k_query < 1``, or a class with fewer
         than ``k_shot + k_query + k_hessian`` examples (checked when ``y`` is concrete).
     """
+    k_shot = renamed_argument("sample_nway_kshot", "k_support", k_support, "k_shot", k_shot)
     classes_np, n_way, k_shot, k_query, k_hessian = _check_nway(
         "sample_nway_kshot", X, y, classes, n_way, k_shot, k_query, k_hessian
     )
@@ -545,13 +548,18 @@ def sample_nway_kshot_episodes(
     y: jax.Array,
     classes,
     n_way: int,
-    k_shot: int,
-    k_query: int,
+    k_support: int | None = None,
+    k_query: int | None = None,
     *,
     k_hessian: int = 0,
+    k_shot: int | None = None,
 ) -> Episode:
-    """``num_tasks`` independent episodes of :func:`sample_nway_kshot`, stacked on a leading task axis."""
+    """``num_tasks`` independent episodes of :func:`sample_nway_kshot`, stacked on a leading task axis.
+
+    ``k_support`` (per class; old name ``k_shot``, deprecated), ``k_query``, ``k_hessian`` as there.
+    """
     fn = "sample_nway_kshot_episodes"
+    k_shot = renamed_argument(fn, "k_support", k_support, "k_shot", k_shot)
     num_tasks = check_int(fn, "num_tasks", num_tasks)
     classes_np, n_way, k_shot, k_query, k_hessian = _check_nway(fn, X, y, classes, n_way, k_shot, k_query, k_hessian)
     cls = jnp.asarray(classes_np, jnp.result_type(y))

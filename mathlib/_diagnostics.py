@@ -105,9 +105,10 @@ def cost_table(steps: int = 1, cg_steps: int = 10, prox_steps: int | None = None
     r"""Per-task oracle cost of each registered estimator: ``{name: {"grads", "hvps", "equiv"}}``.
 
     ``equiv`` = grads + 2 hvps (an HVP by forward-over-reverse costs about two gradients). ``steps``
-    is $K$ for the inner-loop methods (HF-MAML and the Chayti–Jaggi estimators are one-step
-    methods), ``cg_steps`` the CG iterations of iMAML, ``prox_steps`` the prox-solver steps of
-    Moreau/iMAML (default ``steps``). Rows: maml, fomaml, hf_maml (central), chayti_forward,
+    is $K$ for the inner-loop methods (the HF-MAML and Chayti–Jaggi rows are their one-step forms;
+    for $K$ steps see ``make_estimator(...).grads_per_task``), ``cg_steps`` the CG iterations of iMAML, ``prox_steps`` the prox-solver steps of
+    Moreau/iMAML (default ``steps``). The numbers are those of the estimator registry
+    (:func:`make_estimator`'s ``grads_per_task``/``hvps_per_task``). Rows: maml, fomaml, hf_maml (central), chayti_forward,
     chayti_central, moreau, imaml, sign_maml, anil, anil_first_order, reptile.
     """
     steps = check_int("cost_table", "steps", steps)

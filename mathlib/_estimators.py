@@ -19,11 +19,12 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.sparse.linalg import cg
 
 from mathlib._core import Episode, hessian_batch, tree_axpy, tree_mean, tree_norm, tree_scale, tree_sub, tree_vdot
 from mathlib._fd import FD_SCHEMES, fd_hvp, hvp
-from mathlib._inner import _check_head_params, adapt_gd, adapt_head, adapt_sign, gd_iterates, prox_solve
+from mathlib._inner import _check_head_params, adapt_gd, adapt_head, adapt_masked, adapt_sign, gd_iterates, prox_solve
 from mathlib._validate import check_alpha_steps, check_choice, check_int, check_nonnegative, check_positive
 
 __all__ = [
@@ -300,23 +301,35 @@ def sign_maml_grad(loss, params, episode: Episode, alpha, steps: int = 1):
     return jax.grad(loss)(w_k, episode.query)
 
 
-def anil_grad(loss, params, episode: Episode, alpha, steps: int = 1, first_order: bool = False):
-    r"""ANIL (Raghu et al.; Ji et al. 2020): inner loop adapts only ``params["head"]``.
+def anil_grad(loss, params, episode: Episode, alpha, steps: int = 1, first_order: bool = False, mask=None):
+    r"""ANIL (Raghu et al.; Ji et al. 2020): the inner loop adapts only part of the parameters.
 
     Objective $F_i(\phi,h)=f\big(\phi,h^K(\phi,h);D_o\big)$ with $h^{k+1}=h^k-\alpha\nabla_hf(\phi,h^k;D_{in})$.
 
+    * adapted part: ``params["head"]`` of a ``{"body", "head"}`` dict (default, ``mask=None``;
+      :func:`mathlib.adapt_head`, which evaluates a :class:`mathlib.HeadLoss`'s features once), or the
+      leaves selected by ``mask`` (a pytree of bools like ``params``, or ``params -> mask``; any
+      parameter pytree; :func:`mathlib.adapt_masked`), the rest playing the role of $\phi$.
     * ``first_order=False``: exact gradient w.r.t. body and head by autodiff through the head loop
       (body gradient includes the mixed terms $-\alpha\nabla_\phi\nabla_hf\cdot(\ldots)$).
       Cost: $K+1$ gradients and $K$ (head and mixed) HVPs.
     * ``first_order=True``: $\nabla_{(\phi,h)}f(\phi,h^K;D_o)$ (FO-ANIL). Cost: $K+1$ gradients.
+      (Its value needs no ``stop_gradient``; derivatives of the estimate w.r.t. $\alpha$ or $w$ are exact.)
     """
     fn = "anil_grad"
     _check_episode(fn, episode)
-    _check_head_params(fn, params)
+    if mask is None:
+        _check_head_params(fn, params)
     steps = _check_alpha_steps(fn, alpha, steps)
+
+    def adapt(p):
+        if mask is None:
+            return adapt_head(loss, p, episode.support, alpha, steps)
+        return adapt_masked(loss, p, episode.support, alpha, steps, mask=mask)
+
     if first_order:
-        return jax.grad(loss)(adapt_head(loss, params, episode.support, alpha, steps), episode.query)
-    return jax.grad(lambda p: loss(adapt_head(loss, p, episode.support, alpha, steps), episode.query))(params)
+        return jax.grad(loss)(adapt(params), episode.query)
+    return jax.grad(lambda p: loss(adapt(p), episode.query))(params)
 
 
 def reptile_grad(loss, params, episode: Episode, alpha, steps: int = 1):
@@ -335,16 +348,63 @@ def reptile_grad(loss, params, episode: Episode, alpha, steps: int = 1):
 
 
 # ----------------------------------------------------------------------------- batching / registry
-def task_gradients(est, loss, params, episodes: Episode, **hyper):
-    """Per-task estimates stacked along a leading task axis (``jax.vmap`` over ``episodes``)."""
+def _check_task_axis(fn, episodes: Episode):
+    """A batched episode has one leading task axis, of the same size on every leaf of support, query, hessian."""
+    sizes = {}
+    for part in ("support", "query", "hessian"):
+        leaves = jax.tree_util.tree_leaves(getattr(episodes, part))
+        sizes[part] = sorted({jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}, key=str)
+    flat = {s for v in sizes.values() for s in v}
+    if len(flat) != 1 or None in flat:
+        shown = ", ".join(f"{k} {v}" for k, v in sizes.items() if v)
+        raise ValueError(
+            f"{fn}: argument 'episodes' must be a batch of episodes with one leading task axis shared by every "
+            f"leaf of support, query and hessian; got leading sizes {shown}. For a single task's Episode pass "
+            "batched=False (or add a task axis: jax.tree_util.tree_map(lambda x: x[None], episode))"
+        )
+    return flat.pop()
+
+
+def task_gradients(est, loss, params, episodes: Episode, *, batched: bool = True, **hyper):
+    """Per-task estimates stacked along a leading task axis (``jax.vmap`` over ``episodes``).
+
+    ``batched=False``: ``episodes`` is one task's Episode; the result has a task axis of size 1.
+    """
     _check_episode("task_gradients", episodes)
+    if not batched:
+        episodes = jax.tree_util.tree_map(lambda x: x[None], episodes)
+    _check_task_axis("task_gradients", episodes)
     return jax.vmap(lambda ep: est(loss, params, ep, **hyper))(episodes)
 
 
-def meta_gradient(est, loss, params, episodes: Episode, **hyper):
-    r"""$\frac1B\sum_{i=1}^B\mathrm{est}(\text{loss},w,\text{episode}_i)$: vmap over the leading task axis, then mean."""
+def meta_gradient(est, loss, params, episodes: Episode, *, batched: bool = True, **hyper):
+    r"""$\frac1B\sum_{i=1}^B\mathrm{est}(\text{loss},w,\text{episode}_i)$: vmap over the leading task axis, then mean.
+
+    ``episodes`` must be *batched* (a leading task axis of size $B$ on every leaf, as the samplers
+    return); the sizes of that axis must agree across support, query and hessian, else a
+    ``ValueError`` names them (so a single task's episode, whose leading axes are its numbers of
+    examples, fails whenever its support and query sizes differ). A single task: ``batched=False`` (then the result is
+    ``est(loss, params, episode)``), never a silent vmap over its examples. ``**hyper`` are passed
+    to ``est`` (e.g. ``alpha=``).
+    """
     _check_episode("meta_gradient", episodes)
-    return tree_mean(task_gradients(est, loss, params, episodes, **hyper))
+    if not batched:
+        return est(loss, params, episodes, **hyper)
+    _check_task_axis("meta_gradient", episodes)
+    if _is_objective_gradient(est, episodes, hyper):
+        # MAML (D_h = D_in) and exact ANIL are gradients of their objective: differentiate the batch
+        # mean once (one batched backward pass, no per-task gradient copies); same value as the mean
+        # of the per-task gradients up to the order of summation.
+        return jax.grad(lambda p: jnp.mean(jax.vmap(lambda ep: est.objective(loss, p, ep))(episodes)))(params)
+    return tree_mean(jax.vmap(lambda ep: est(loss, params, ep, **hyper))(episodes))
+
+
+def _is_objective_gradient(est, episodes, hyper):
+    if hyper or not isinstance(est, Estimator):
+        return False
+    if est.name == "maml":
+        return episodes.hessian is None
+    return est.name == "anil" and not est.hyper.get("first_order", False)
 
 
 def _obj_query_at(adapt):
@@ -365,7 +425,13 @@ def _imaml_objective(loss, params, episode, lam, steps, cg_steps, lr=None, smoot
 
 _gd = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_gd(loss, p, ep.support, alpha, steps))
 _sign = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_sign(loss, p, ep.support, alpha, steps))
-_head = _obj_query_at(lambda loss, p, ep, alpha, steps=1, **_: adapt_head(loss, p, ep.support, alpha, steps))
+def _adapt_partial(loss, p, d, alpha, steps=1, mask=None):
+    if mask is None:
+        return adapt_head(loss, p, d, alpha, steps)
+    return adapt_masked(loss, p, d, alpha, steps, mask=mask)
+
+
+_head = _obj_query_at(lambda loss, p, ep, alpha, steps=1, mask=None, **_: _adapt_partial(loss, p, ep.support, alpha, steps, mask))
 
 
 def _cost(grads, hvps=0):
@@ -505,7 +571,7 @@ _ADAPT = {
     "chayti": _adapt_gd_h,
     "reptile": _adapt_gd_h,
     "sign_maml": lambda loss, p, d, h: adapt_sign(loss, p, d, h["alpha"], h.get("steps", 1)),
-    "anil": lambda loss, p, d, h: adapt_head(loss, p, d, h["alpha"], h.get("steps", 1)),
+    "anil": lambda loss, p, d, h: _adapt_partial(loss, p, d, h["alpha"], h.get("steps", 1), h.get("mask")),
     "moreau": _adapt_prox_h,
     "imaml": _adapt_prox_h,
 }
@@ -527,9 +593,36 @@ def make_estimator(name: str, **hyper) -> Estimator:
     missing = [p for p in allowed if sig.parameters[p].default is inspect.Parameter.empty and p not in hyper]
     if missing:
         raise TypeError(f"make_estimator: '{name}' requires hyper-parameter(s) {tuple(missing)}")
-    _validate_hyper(name, fn.__name__, hyper)
+    _validate_hyper(name, "make_estimator", hyper)
+    if hyper.get("mask") is not None and not callable(hyper["mask"]):
+        hyper["mask"] = Mask(hyper["mask"])
     grads, hvps = cost(**hyper)
     return Estimator(name, fn, objective_fn, hyper, grads, hvps)
+
+
+class Mask:
+    """A hashable, callable freeze of a boolean mask pytree (``Mask(tree)(params) -> tree``).
+
+    :func:`make_estimator` wraps a mask pytree in it so that the :class:`Estimator` stays hashable.
+    """
+
+    def __init__(self, tree):
+        leaves, self.treedef = jax.tree_util.tree_flatten(tree)
+        if not all(isinstance(x, (bool, np.bool_)) for x in leaves):
+            raise TypeError(f"make_estimator: argument 'mask' must have Python bool leaves (True = adapted), got {leaves!r}")
+        self.flags = tuple(bool(x) for x in leaves)
+
+    def __call__(self, params):
+        return jax.tree_util.tree_unflatten(self.treedef, self.flags)
+
+    def __hash__(self):
+        return hash((self.treedef, self.flags))
+
+    def __eq__(self, other):
+        return isinstance(other, Mask) and (self.treedef, self.flags) == (other.treedef, other.flags)
+
+    def __repr__(self):
+        return f"Mask({jax.tree_util.tree_unflatten(self.treedef, self.flags)!r})"
 
 
 def _validate_hyper(name, fn, h):

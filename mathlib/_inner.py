@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mathlib._core import HeadLoss, tree_norm, tree_sub
 from mathlib._validate import check_int, check_positive, is_concrete
 
-__all__ = ["adapt_gd", "adapt_sign", "adapt_head", "prox_solve", "gd_iterates"]
+__all__ = ["adapt_gd", "adapt_sign", "adapt_head", "adapt_masked", "prox_solve", "gd_iterates"]
 
 
 def _scan(step, x0, steps):
@@ -87,6 +88,50 @@ def adapt_head(loss, params, batch, alpha, steps: int = 1):
         gh = jax.grad(lambda h: loss({"body": body, "head": h}, batch))
     head = _scan(lambda h: jax.tree_util.tree_map(lambda x, d: x - alpha * d, h, gh(h)), params["head"], steps)
     return {"body": body, "head": head}
+
+
+def _mask_leaves(fn, params, mask):
+    m = mask(params) if callable(mask) else mask
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    try:
+        mleaves = treedef.flatten_up_to(m)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{fn}: argument 'mask' must have the structure of 'params' ({treedef}), got {jax.tree_util.tree_structure(m)}"
+        ) from exc
+    flags = []
+    for x in mleaves:
+        if not isinstance(x, (bool, np.bool_)):
+            raise TypeError(f"{fn}: argument 'mask' must have Python bool leaves (True = adapted), got {x!r}")
+        flags.append(bool(x))
+    return leaves, treedef, tuple(flags)
+
+
+def adapt_masked(loss, params, batch, alpha, steps: int = 1, *, mask):
+    r"""Partial adaptation: $K$ GD steps on the leaves selected by ``mask``, the others held fixed.
+
+    With $\theta=(\theta_A,\theta_F)$ split by the mask (``True`` = adapted, $A$),
+    $\theta_A^{k+1}=\theta_A^k-\alpha\nabla_{\theta_A}f(\theta_A^k,\theta_F;D_{in})$; returns the full pytree.
+    ``mask`` is a pytree of Python bools with the structure of ``params``, or a function
+    ``params -> mask`` (the convention of ``optax.masked``/``optax.multi_transform``). ANIL is
+    ``mask={"body": False, "head": True}``-like (every leaf of the head ``True``); other partial
+    schemes (last layer only, biases only, ...) are other masks. Only the gradient with respect to the
+    adapted leaves is formed. Cost: $K$ (partial) gradient evaluations.
+    """
+    fn = "adapt_masked"
+    check_positive(fn, "alpha", alpha)
+    steps = check_int(fn, "steps", steps)
+    leaves, treedef, flags = _mask_leaves(fn, params, mask)
+    active = [x for x, f in zip(leaves, flags) if f]
+    frozen = [x for x, f in zip(leaves, flags) if not f]
+
+    def merge(act):
+        it_a, it_f = iter(act), iter(frozen)
+        return jax.tree_util.tree_unflatten(treedef, [next(it_a) if f else next(it_f) for f in flags])
+
+    ga = jax.grad(lambda act: loss(merge(act), batch))
+    act = _scan(lambda a: [x - alpha * d for x, d in zip(a, ga(a))], active, steps)
+    return merge(act)
 
 
 def prox_solve(loss, params, batch, lam, steps: int, lr=None, smoothness=None, *, check=None,

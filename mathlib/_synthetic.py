@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from mathlib._core import Episode
 from mathlib._quadratic import QuadraticTask, sample_quadratic_tasks
-from mathlib._validate import check_int, check_matmul_shapes, check_nonnegative, check_positive
+from mathlib._validate import check_int, check_matmul_shapes, check_nonnegative, check_positive, renamed_argument
 
 __all__ = [
     "CosineTask",
@@ -202,16 +202,21 @@ def _regression_batch(key, task, n):
     return X, y
 
 
-def sample_regression_episodes(key, tasks: LinRegTask, n_support: int, n_query: int, n_hessian: int | None = None):
-    r"""Batched ``Episode`` with independent batches $D_{in}$, $D_o$ (and $D_h$ if ``n_hessian``) per task.
+def sample_regression_episodes(key, tasks: LinRegTask, k_support: int | None = None, k_query: int | None = None,
+                               k_hessian: int | None = None, *, n_support=None, n_query=None, n_hessian=None):
+    r"""Batched ``Episode`` with independent batches $D_{in}$, $D_o$ (and $D_h$ if ``k_hessian``) per task.
 
-    With ``n_hessian=None`` the episode's ``hessian`` is None ($D_h=D_{in}$). Traceable (usable as
-    ``sample_episodes`` in :func:`train` via ``functools.partial``).
+    ``k_support``, ``k_query``, ``k_hessian``: examples per task in each batch (the shot counts of
+    every mathlib sampler; the old names ``n_support``, ``n_query``, ``n_hessian`` still work, with a
+    ``DeprecationWarning``). With ``k_hessian=None`` the episode's ``hessian`` is None ($D_h=D_{in}$).
+    Traceable (usable as ``sample_episodes`` in :func:`train` via ``functools.partial``).
     """
-    n_support = check_int("sample_regression_episodes", "n_support", n_support)
-    n_query = check_int("sample_regression_episodes", "n_query", n_query)
+    fn = "sample_regression_episodes"
+    n_support = check_int(fn, "k_support", renamed_argument(fn, "k_support", k_support, "n_support", n_support))
+    n_query = check_int(fn, "k_query", renamed_argument(fn, "k_query", k_query, "n_query", n_query))
+    n_hessian = renamed_argument(fn, "k_hessian", k_hessian, "n_hessian", n_hessian)
     if n_hessian is not None:
-        n_hessian = check_int("sample_regression_episodes", "n_hessian", n_hessian)
+        n_hessian = check_int(fn, "k_hessian", n_hessian)
     return _regression_episodes(key, tasks, n_support, n_query, n_hessian)
 
 

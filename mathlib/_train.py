@@ -15,7 +15,7 @@ from mathlib._core import Episode, tree_all_finite, tree_norm, tree_scale
 from mathlib._estimators import Estimator, meta_gradient
 from mathlib._validate import check_finite, check_int, check_positive
 
-__all__ = ["TrainState", "train", "run_deterministic"]
+__all__ = ["TrainState", "TrainStep", "train", "make_train_step", "run_deterministic"]
 
 
 class TrainState(NamedTuple):
@@ -245,16 +245,23 @@ def run_deterministic(estimator, loss, params0, tasks, beta, num_steps: int, exa
     """
     check_positive("run_deterministic", "beta", beta)
     episodes = Episode.deterministic(tasks)
+    # beta lives in the optimizer state (traced), so a sweep over beta compiles the loop once
+    state = kw.pop("state", None)
+    if state is None:
+        check_finite("run_deterministic", "params0", params0)
+        state = TrainState(params0, None, jnp.zeros((), jnp.int32))
+    state = state._replace(opt_state={"lr": jnp.asarray(beta)})
     return train(
         estimator,
         loss,
-        params0,
-        _sgd(beta),
+        None,
+        _TRACED_SGD,
         _fixed_episodes,
         num_steps,
         kw.pop("key", jax.random.key(0)),
         exact_grad_fn=exact_grad_fn,
         sample_args=(episodes,),
+        state=state,
         **kw,
     )
 
@@ -263,14 +270,67 @@ def _fixed_episodes(key, episodes):
     return episodes
 
 
-@functools.lru_cache(maxsize=64)
-def _sgd_cached(beta):
-    return optax.sgd(beta)
+def _traced_sgd_update(updates, state, params=None):
+    return jax.tree_util.tree_map(lambda g: -jnp.asarray(state["lr"], g.dtype) * g, updates), state
 
 
-def _sgd(beta):
-    """``optax.sgd(beta)``, one object per value of ``beta`` (so repeated runs reuse the compiled loop)."""
-    try:
-        return _sgd_cached(float(beta))
-    except TypeError:
-        return optax.sgd(beta)
+#: plain SGD $w-\beta g$ whose step $\beta$ is the traced state entry ``{"lr": beta}``
+_TRACED_SGD = optax.GradientTransformation(lambda params: {"lr": jnp.ones(())}, _traced_sgd_update)
+
+
+class TrainStep(NamedTuple):
+    """``init(params) -> TrainState`` and the jitted ``step(state, episodes, estimator=None) -> (state, metrics)``."""
+
+    init: Callable
+    step: Callable
+
+    def __call__(self, state, episodes, estimator=None):
+        return self.step(state, episodes, estimator)
+
+
+def make_train_step(estimator, loss, optimizer: optax.GradientTransformation, *, record_loss: bool = True) -> TrainStep:
+    r"""An optax-style training step for your own loop: $w\leftarrow w+\mathrm{opt}(\hat g)$, compiled once.
+
+    ``ts = make_train_step(est, loss, optax.adam(1e-3))``; ``state = ts.init(params)``; then
+    ``state, metrics = ts(state, episodes)`` with a batched :class:`mathlib.Episode` (the
+    meta-gradient $\hat g=$ ``meta_gradient(est, loss, w, episodes)`` followed by the optimizer's
+    update). ``metrics`` holds ``"grad_norm"`` $\|\hat g\|$ and, with ``record_loss=True``
+    (default), ``"meta_loss"`` (the estimator's objective at $w$ before the update, NaN for a plain
+    callable; ``record_loss=False`` skips that extra evaluation). The step is one ``jax.jit``
+    compiled on the first call; later calls with the same shapes reuse it, also with another
+    :class:`mathlib.Estimator` of the same method and static hyper-parameters passed as
+    ``ts(state, episodes, estimator=est.replace(alpha=0.05))`` (its numbers are traced). Evaluate
+    with ``est.adapt`` between steps as you like.
+    """
+    if not isinstance(estimator, Estimator) and not callable(estimator):
+        raise TypeError(f"make_train_step: argument 'estimator' must be an Estimator or a callable, got {type(estimator).__name__}")
+
+    def init(params):
+        return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def _step(state, episodes, est):
+        _check_batched("make_train_step", episodes)
+        w = state.params
+        g = meta_gradient(est, loss, w, episodes)
+        updates, opt_state = optimizer.update(g, state.opt_state, w)
+        metrics = {"grad_norm": tree_norm(g)}
+        if record_loss and isinstance(est, Estimator):
+            metrics["meta_loss"] = jnp.mean(jax.vmap(lambda ep: est.objective(loss, w, ep))(episodes))
+        elif record_loss:
+            metrics["meta_loss"] = jnp.full((), jnp.nan)
+        return TrainState(optax.apply_updates(w, updates), opt_state, state.step + 1), metrics
+
+    if isinstance(estimator, Estimator):
+        jitted = jax.jit(_step)
+
+        def step(state, episodes, est=None):
+            return jitted(state, episodes, estimator if est is None else est)
+    else:
+        jitted = jax.jit(lambda state, episodes: _step(state, episodes, estimator))
+
+        def step(state, episodes, est=None):
+            if est is not None:
+                raise TypeError("make_train_step: estimator overrides need an Estimator (from make_estimator)")
+            return jitted(state, episodes)
+
+    return TrainStep(init, step)

@@ -26,6 +26,7 @@ __all__ = [
     "check_same_shape",
     "check_alpha_steps",
     "check_matmul_shapes",
+    "renamed_argument",
     "is_concrete",
 ]
 
@@ -130,6 +131,21 @@ def check_matmul_shapes(fn: str, x_name: str, x, w_name: str, w, what: str = "pa
             f"{fn}: shape mismatch: {x_name} has shape {sx} but {w_name} has shape {sw} "
             f"({x_name}'s last axis must equal {w_name}'s first axis); do the {what} match the data's dimension?"
         )
+
+
+def renamed_argument(fn: str, new_name: str, new_value, old_name: str, old_value, default=None):
+    """Resolve a renamed keyword: ``old_name`` still works with a ``DeprecationWarning``; both at once is an error.
+
+    Returns the value to use (``new_value``, else ``old_value``, else ``default``).
+    """
+    if old_value is None:
+        return default if new_value is None else new_value
+    if new_value is not None:
+        raise TypeError(f"{fn}: pass either '{new_name}' or its deprecated name '{old_name}', not both")
+    import warnings
+
+    warnings.warn(f"{fn}: argument '{old_name}' is deprecated, use '{new_name}'", DeprecationWarning, stacklevel=3)
+    return old_value
 
 
 def check_shape(fn: str, name: str, x, shape):

@@ -320,11 +320,11 @@ def test_nway_kshot_bad_inputs(digits):
     X, y, cls = digits.X, digits.y, digits.test_classes
     with pytest.raises(ValueError, match="'n_way'"):
         ml.sample_nway_kshot(KEY, X, y, cls, 4, 1, 5)
-    with pytest.raises(ValueError, match="'k_shot'"):
+    with pytest.raises(ValueError, match="'k_support'"):
         ml.sample_nway_kshot(KEY, X, y, cls, 3, 0, 5)
     with pytest.raises(ValueError, match="'k_query'"):
         ml.sample_nway_kshot_episodes(KEY, 2, X, y, cls, 3, 1, 0)
-    with pytest.raises(ValueError, match="'k_shot'"):
+    with pytest.raises(ValueError, match="'k_support'"):
         ml.sample_nway_kshot(KEY, X, y, cls, 3, 100, 100)  # classes have ~180 images
     with pytest.raises(ValueError, match="'classes'"):
         ml.sample_nway_kshot(KEY, X, y, (1, 1, 2), 2, 1, 1)

@@ -139,9 +139,22 @@ def _reference_step(method: str, steps: int):
 
     opt = optax.adam(OUTER_LR)
 
+    def task_objective(p, xs, ys, xq, yq):
+        if method == "maml":
+            return loss(inner(p, xs, ys), xq, yq)
+        zs, zq = body(p[:4], xs), body(p[:4], xq)  # anil
+        h = p[4:]
+        for _ in range(steps):
+            h = tuple(a - ALPHA * d for a, d in zip(h, jax.grad(head_loss)(h, zs, ys)))
+        return head_loss(h, zq, yq)
+
     def step(p, s, batch):
-        g = jax.vmap(task_grad, in_axes=(None, 0, 0, 0, 0))(p, *batch)
-        g = tuple(jnp.mean(x, axis=0) for x in g)
+        if method in ("maml", "anil"):
+            # plain autodiff, as a user writes it: the gradient of the batch-mean objective
+            g = jax.grad(lambda p: jnp.mean(jax.vmap(task_objective, in_axes=(None, 0, 0, 0, 0))(p, *batch)))(p)
+        else:  # first-order methods: per-task gradients at the adapted points, then the mean
+            g = jax.vmap(task_grad, in_axes=(None, 0, 0, 0, 0))(p, *batch)
+            g = tuple(jnp.mean(x, axis=0) for x in g)
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s
 
