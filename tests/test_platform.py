@@ -78,7 +78,8 @@ def test_every_toc_page_exists_or_is_generated():
 # --------------------------------------------------------------------------- environment files
 def _lock() -> dict[str, str]:
     out = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    text = (ROOT / "requirements.lock").read_text() + (ROOT / "requirements-lab.lock").read_text()
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name, _, ver = line.partition("==")
@@ -102,6 +103,12 @@ def test_lock_satisfies_pyproject_ranges():
         name = canonicalize_name(req.name)
         assert name in lock, f"{req.name} (pyproject.toml) is not pinned in requirements.lock"
         assert req.specifier.contains(lock[name], prereleases=True), f"lock pins {req.name}=={lock[name]}, outside {req.specifier}"
+
+
+def test_optional_lab_lock_does_not_repin_the_main_lock():
+    main = {canonicalize_name(l.partition("==")[0]) for l in (ROOT / "requirements.lock").read_text().splitlines() if "==" in l}
+    lab = {canonicalize_name(l.partition("==")[0]) for l in (ROOT / "requirements-lab.lock").read_text().splitlines() if "==" in l}
+    assert "jupyterlab" in lab and not (main & lab), f"pinned in both locks: {sorted(main & lab)}"
 
 
 def test_jupyter_book_is_pinned_below_2():
@@ -352,3 +359,80 @@ def test_parameters_cell_parses_cleanly(path):
     assert assigned and assigned <= names, f"papermill could not parse: {sorted(assigned - names)}"
     bad = [l for l in cell.source.splitlines() if "#" in l and "=" in l.split("#", 1)[1]]
     assert not bad, f"'=' inside a comment of the parameters cell: {bad}"
+
+
+# --------------------------------------------------------------------------- bootstrap cell
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_first_code_cell_is_the_canonical_bootstrap_cell(path):
+    """Every notebook starts with the same bootstrap cell, tagged hide-input (collapsed in the
+    book). Fix with: python -m mathlib.book fix-bootstrap"""
+    from mathlib.book._bootstrap import bootstrap_problem
+
+    problem = bootstrap_problem(nbformat.read(path, as_version=4))
+    assert problem is None, f"{path.name}: {problem}"
+
+
+def test_fix_bootstrap_rewrites_only_the_first_code_cell(tmp_path):
+    from mathlib.book._bootstrap import BOOTSTRAP_SOURCE, bootstrap_problem, fix_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"),
+                nbformat.v4.new_code_cell("try:\n    import mathlib\nexcept ImportError:\n    pass"),
+                nbformat.v4.new_code_cell("x = 1")]
+    p = tmp_path / "n.ipynb"
+    nbformat.write(nb, p)
+    assert fix_notebook(p) and not fix_notebook(p)
+    out = nbformat.read(p, as_version=4)
+    assert bootstrap_problem(out) is None and out.cells[1].source == BOOTSTRAP_SOURCE
+    assert out.cells[0].source == "# t" and out.cells[2].source == "x = 1" and len(out.cells) == 3
+
+
+def test_bootstrap_cell_installs_and_imports_mathlib_in_a_fresh_environment(tmp_path):
+    """A new user's path: a clone, a fresh virtual environment without mathlib, the notebook's
+    first cell run from the notebook's folder. The cell must `pip install -e` the clone and import
+    it *in the same interpreter* (the bug of issue 15: the import after the install failed).
+
+    Kept fast and offline: mathlib's dependencies are borrowed from the test's environment
+    (symlinked, without mathlib's own install), so pip only builds the editable wheel of mathlib
+    (its build backend comes from the package registry / pip cache). About 10 s on an idle machine."""
+    import sysconfig
+
+    from mathlib.book._bootstrap import BOOTSTRAP_SOURCE
+
+    clone = tmp_path / "clone"
+    for name in ("pyproject.toml", "README.md", "LICENSE", "_toc.yml"):
+        shutil.copy2(ROOT / name, clone / name) if clone.exists() else (clone.mkdir(), shutil.copy2(ROOT / name, clone / name))
+    shutil.copytree(ROOT / "mathlib", clone / "mathlib", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "notebooks" / "intro").mkdir(parents=True)
+    # the dependencies, without mathlib (its dist-info would make pip think it is installed)
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    for entry in site_packages.iterdir():
+        if "maml_theory_mathlib" in entry.name or entry.name.startswith(("__editable__", "mathlib")):
+            continue
+        (deps / entry.name).symlink_to(entry)
+    venv = tmp_path / "venv"
+    # --without-pip: pip itself is one of the borrowed packages (ensurepip alone takes ~10 s)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=120)
+    py = venv / "bin" / "python"
+    new_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    Path(new_site, "borrowed-deps.pth").write_text(str(deps) + "\n")
+    cwd = clone / "notebooks" / "intro"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    before = subprocess.run([str(py), "-c", "import mathlib"], cwd=cwd, env=env, capture_output=True, text=True)
+    assert before.returncode != 0 and "No module named 'mathlib'" in before.stderr, "the fresh environment already has mathlib"
+    script = BOOTSTRAP_SOURCE + textwrap.dedent(
+        """
+        import mathlib.figures, pathlib
+        print("MATHLIB", pathlib.Path(mathlib.__file__).resolve())
+        """
+    )
+    run = subprocess.run([str(py), "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"the bootstrap cell failed in a fresh environment:\n{run.stdout}\n{run.stderr[-3000:]}"
+    assert f"MATHLIB {clone.resolve() / 'mathlib' / '__init__.py'}" in run.stdout, run.stdout
+    # and the install persists: a new interpreter imports mathlib through the editable install
+    after = subprocess.run([str(py), "-c", "import mathlib; print(mathlib.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert after.returncode == 0 and str(clone.resolve()) in after.stdout, after.stderr

@@ -82,7 +82,7 @@ def fix_notebook(path: Path) -> bool:
         cell.source = BOOTSTRAP_SOURCE
     else:
         cell = nbformat.v4.new_code_cell(BOOTSTRAP_SOURCE)
-        cell.pop("id", None) if nb.nbformat_minor < 5 else None
+        cell["id"] = "bootstrap"
         at = i if i is not None else len(nb.cells)
         nb.cells.insert(at, cell)
     tags = list(cell.metadata.get("tags", []))
