@@ -67,7 +67,7 @@ book: $(STAMP)
 # One PDF of the whole book: the single-page HTML (same MathJax macros, numbers and boxes as the
 # HTML) printed by headless Chromium. Needs `make book` first (uses the executed notebooks).
 pdf: $(STAMP) system-deps pages pack
-	$(VENV)/bin/jupyter-book build . --builder custom --custom-builder singlehtml $(JB_FLAGS)
+	$(VENV)/bin/jupyter-book build . --builder singlehtml $(JB_FLAGS)
 	$(PY) -m mathlib.book pdf _build/singlehtml/index.html _build/pdf/book.pdf
 
 test: $(STAMP) system-deps

@@ -219,3 +219,106 @@ class Chromium:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- page checks
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:", "chrome:", "devtools:")
+
+_PAGE_REPORT = r"""
+(async () => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    try { await MathJax.startup.promise; } catch (e) {}
+  }
+  await Promise.all([...document.images].map(i => (i.complete ? 0 : new Promise(r => {
+    i.addEventListener('load', r); i.addEventListener('error', r); setTimeout(r, 10000); }))));
+  await sleep(100);
+  const prose = document.querySelector('main') || document.body;
+  const clone = prose.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, .highlight, mjx-container, mjx-assistive-mml').forEach(e => e.remove());
+  const text = clone.textContent;
+  const rawTex = (text.match(/\\\(|\\\)|\\\[|\\\]|\$\$/g) || []).length;
+  const untypeset = [...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container'))
+      .map(e => e.textContent.trim().slice(0, 80));
+  return {
+    title: document.title,
+    typeset: document.querySelectorAll('mjx-container').length,
+    untypeset, rawTex,
+    mathErrors: [...document.querySelectorAll('mjx-merror, [data-mjx-error]')].map(e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 120)),
+    images: document.images.length,
+    brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src')),
+  };
+})()
+"""
+
+_DARK = r"""
+(async () => {
+  document.documentElement.dataset.theme = 'dark';
+  document.documentElement.dataset.mode = 'dark';
+  try { localStorage.setItem('theme', 'dark'); localStorage.setItem('mode', 'dark'); } catch (e) {}
+  await new Promise(r => setTimeout(r, 300));
+  const rgb = s => (s.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => { const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+                                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bg = el => { for (let e = el; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+                       if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c; } return [255, 255, 255]; };
+  const worst = [...document.querySelectorAll('mjx-container')].map(m => {
+    const fg = rgb(getComputedStyle(m).color), b = bg(m);
+    const [l1, l2] = [lum(fg), lum(b)].sort((x, y) => y - x);
+    return {ratio: (l1 + 0.05) / (l2 + 0.05), fg: getComputedStyle(m).color, tex: m.getAttribute('aria-label') || ''};
+  }).sort((a, b) => a.ratio - b.ratio);
+  return {theme: document.documentElement.dataset.theme, n: worst.length, worst: worst.slice(0, 3)};
+})()
+"""
+
+
+def page_problems(browser: Chromium, url: str, *, expect_math: bool = False) -> tuple[dict, list[str]]:
+    """Load ``url`` and return (report, problems): raw TeX left, MathJax errors, console errors,
+    uncaught exceptions, broken images and any request that would leave the machine."""
+    browser.events.clear()
+    browser.goto(url)
+    report = browser.eval(_PAGE_REPORT, timeout=120)
+    browser.drain()
+    problems: list[str] = []
+    for ev in browser.events:
+        m, p = ev["method"], ev.get("params", {})
+        if m == "Network.requestWillBeSent":
+            req = p.get("request", {}).get("url", "")
+            if not req.startswith(LOCAL_SCHEMES):
+                problems.append(f"external request: {req}")
+        elif m == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            problems.append(f"uncaught exception: {d.get('exception', {}).get('description') or d.get('text')}")
+        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            problems.append("console error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            e = p["entry"]
+            problems.append(f"console error: {e.get('text')} {e.get('url', '')}".strip())
+    if report["untypeset"]:
+        problems.append(f"math not typeset: {report['untypeset'][:3]}")
+    if report["rawTex"]:
+        problems.append(f"{report['rawTex']} raw TeX delimiter(s) left in the text")
+    if report["mathErrors"]:
+        problems.append(f"MathJax errors: {report['mathErrors'][:3]}")
+    if report["brokenImages"]:
+        problems.append(f"images that did not load: {report['brokenImages']}")
+    if expect_math and not report["typeset"]:
+        problems.append("no typeset equation on a page that has math")
+    return report, problems
+
+
+def dark_theme_contrast(browser: Chromium) -> dict:
+    """Switch the current page to the dark theme; the lowest contrast ratios of its equations."""
+    return browser.eval(_DARK)
+
+
+def search(browser: Chromium, search_url: str, timeout: float = 30) -> list[str]:
+    """Run the built-in search (``search.html?q=...``); the result links."""
+    browser.goto(search_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        links = browser.eval("[...document.querySelectorAll('#search-results li a, ul.search li a')].map(a => a.getAttribute('href'))")
+        if links:
+            return links
+        time.sleep(0.3)
+    return []
