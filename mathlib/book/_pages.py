@@ -191,10 +191,12 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def write_pages(root: Path) -> list[Path]:
     """The lecturer pack (when figures changed), then the gallery, status and downloads pages."""
+    from mathlib.book._interactive import build_interactive
     from mathlib.book._pack import build_pack
 
     root = root.resolve()
     build_pack(root)
+    build_interactive(root)
     out = [root / GENERATED / "gallery.md", root / GENERATED / "status.md", root / GENERATED / "downloads.md"]
     _write_if_changed(out[0], gallery_markdown(root))
     _write_if_changed(out[1], status_markdown(root))
