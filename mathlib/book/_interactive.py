@@ -117,8 +117,12 @@ def slider_markdown(frames: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_interactive(root: Path, *, force: bool = False) -> Path:
+def build_interactive(root: Path, *, force: bool = False) -> Path | None:
+    """Write the frames and the slider page if a page includes it (else None)."""
     root = root.resolve()
+    page = root / "book" / "notation.md"
+    if not page.is_file() or "interactive/alpha-slider.md" not in page.read_text():
+        return None
     out = root / OUT
     stamp, md = out / ".inputs-sha256", out / "alpha-slider.md"
     digest = _inputs_hash(root)

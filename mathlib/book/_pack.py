@@ -36,7 +36,8 @@ _ID = re.compile(r"^fig-(?P<key>[a-z]+[0-9]{4}|intro)-")
 
 # --------------------------------------------------------------------------- book metadata
 def book_meta(root: Path) -> dict[str, str]:
-    cfg = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    path = root / "_config.yml"
+    cfg = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
     return {"title": str(cfg.get("title", "The book")), "author": str(cfg.get("author", "")),
             "year": str(cfg.get("copyright", "")), "license": "CC BY 4.0"}
 
@@ -248,7 +249,8 @@ def pack_files(root: Path, figs: list[dict[str, Any]], title: str) -> dict[str, 
     entries["figures.bib"] = ("\n\n".join(bibtex_entry(m, meta) for m in figs) + "\n").encode()
     entries["citations.txt"] = "".join(citation_text(m, meta) + "\n" for m in figs).encode()
     entries["slides.tex"] = slides_tex(figs, meta, title).encode()
-    entries["macros.tex"] = (root / "book" / "macros.tex").read_bytes()
+    macros = root / "book" / "macros.tex"
+    entries["macros.tex"] = macros.read_bytes() if macros.is_file() else b"% no macros\n"
     entries["slides.pptx"] = slides_pptx(figs, meta, title, fig_dir) if figs else b""
     entries["README.txt"] = _readme(meta, title, figs).encode()
     return entries

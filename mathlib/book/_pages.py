@@ -35,10 +35,13 @@ def _doc_link(source: str) -> str:
 
 def figure_placements(root: Path) -> dict[str, str]:
     """``{figure ID: document}`` for every ``{figure}`` with ``:name: <ID>`` in the book's pages."""
+    from mathlib.book._paths import toc_files
+
     out: dict[str, str] = {}
+    in_toc = set(toc_files(root))  # only built pages define labels (only_build_toc_files)
     for page in sorted((root / "book").rglob("*.md")):
         rel = page.relative_to(root).as_posix()
-        if rel.startswith(GENERATED.as_posix() + "/"):
+        if rel.startswith(GENERATED.as_posix() + "/") or rel[: -len(".md")] not in in_toc:
             continue
         for fid in re.findall(r"^:name:\s*(fig-[a-z0-9-]+)\s*$", page.read_text(errors="replace"), re.M):
             out.setdefault(fid, "/" + rel[: -len(".md")])
