@@ -104,7 +104,7 @@ def slider_markdown(frames: list[dict]) -> str:
             "",
         ]
     lines += [
-        "<style>.ml-frame{display:none}.ml-frame.ml-on{display:block}</style>",
+        "<style>img.ml-frame{display:none}img.ml-frame.ml-on{display:block}</style>",
         "<script>",
         "(function(){var s=document.getElementById('ml-alpha-slider');if(!s)return;",
         "var v=s.dataset.values.split(','),inp=document.getElementById('ml-alpha-input'),out=document.getElementById('ml-alpha-value');",

@@ -45,13 +45,16 @@ def print_book(html: Path, pdf: Path) -> dict:
     html, pdf = Path(html).resolve(), Path(pdf)
     if not html.is_file():
         raise FileNotFoundError(f"{html} does not exist: build the single-page HTML first (make pdf does)")
+    m = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', html.read_text(errors="replace")[:2000], re.I)
+    if m:  # Jupyter Book's top-level index.html only redirects to the root document
+        html = (html.parent / m.group(1)).resolve()
     with Chromium(width=1000, height=1400) as b:
         b.goto(html.as_uri(), timeout=300)
         equations = b.eval(_PREPARE, timeout=600)
         b.print_pdf(pdf, displayHeaderFooter=True, headerTemplate="<span></span>",
                     footerTemplate='<div style="font-size:8px;width:100%;text-align:center;"><span class="pageNumber"></span> / <span class="totalPages"></span></div>')
-    root = html.parents[2] if len(html.parents) > 2 else None  # <root>/_build/singlehtml/index.html
-    if root is not None and (root / "_toc.yml").is_file():
+    root = next((p for p in html.parents if (p / "_toc.yml").is_file()), None)  # <root>/_build/singlehtml/...
+    if root is not None:
         copy = root / "book" / "_generated" / "pdf" / "book.pdf"
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(pdf.read_bytes())
