@@ -15,7 +15,7 @@ from mathlib.book._paths import GENERATED, executed_path, toc_notebooks
 BOOK_TITLE = "Gradient-based meta-learning, reproduced"
 PACKAGES = [
     "maml-theory-mathlib", "jax", "jaxlib", "optax", "numpy", "matplotlib", "scikit-learn",
-    "jupyter-book", "sphinx", "myst-nb", "sphinx-proof", "sphinxcontrib-bibtex", "papermill",
+    "jupyter-book", "sphinx", "myst-nb", "sphinx-proof", "sphinxcontrib-bibtex", "papermill", "python-pptx",
 ]
 
 

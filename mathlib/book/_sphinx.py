@@ -3,6 +3,9 @@
 * MathJax on every page (``html_assets_policy = "always"``): the navigation sidebar shows page
   titles with math (e.g. "the task batch $B$") on every page, but Sphinx loads MathJax only on
   pages whose own body has math, so those titles stayed raw TeX on the gallery and status pages.
+* A default colour mode: sphinx-book-theme leaves pydata-sphinx-theme's ``default_mode`` empty
+  (and rejects the theme option), so a first visit logs "Got invalid theme mode: ." as a console
+  error; ``auto`` follows the reader's system setting.
 * Each inline script once: Jupyter Book 1 registers sphinx-thebe's configuration script twice,
   and the second ``const THEBE_JS_URL`` throws "Identifier has already been declared" on every
   page.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
     scripts = context.get("script_files")
     if not scripts:
         return
