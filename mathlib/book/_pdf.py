@@ -48,6 +48,13 @@ def print_book(html: Path, pdf: Path) -> dict:
     m = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', html.read_text(errors="replace")[:2000], re.I)
     if m:  # Jupyter Book's top-level index.html only redirects to the root document
         html = (html.parent / m.group(1)).resolve()
+    # Sphinx's single-page builder writes the root document (book/index.html) with links relative
+    # to the output root (_static/..., _images/...): print a copy placed where those links resolve.
+    base = next((p for p in html.parents if (p / "_static").is_dir()), html.parent)
+    if base != html.parent:
+        copy = base / "_print.html"
+        copy.write_text(html.read_text(encoding="utf-8"), encoding="utf-8")
+        html = copy
     with Chromium(width=1000, height=1400) as b:
         b.goto(html.as_uri(), timeout=300)
         equations = b.eval(_PREPARE, timeout=600)

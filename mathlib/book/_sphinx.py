@@ -13,6 +13,36 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+_INLINE_SCRIPT = re.compile(r"[ \t]*<script>[^<]*</script>\n?")
+
+
+def dedupe_inline_scripts(html: str) -> str:
+    """Drop repeated identical inline ``<script>`` elements (keep the first of each)."""
+    seen: set[str] = set()
+
+    def keep(m):
+        key = m.group(0).strip()
+        if key in seen:
+            return ""
+        seen.add(key)
+        return m.group(0)
+
+    return _INLINE_SCRIPT.sub(keep, html)
+
+
+def _postprocess(app, exception):
+    """The duplicates are registered after the page context is final, so fix the written pages."""
+    if exception is not None or app.builder.format != "html":
+        return
+    for path in Path(app.outdir).rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        fixed = dedupe_inline_scripts(text)
+        if fixed != text:
+            path.write_text(fixed, encoding="utf-8")
+
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
     if not context.get("default_mode"):
@@ -34,4 +64,5 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
 def setup(app):
     app.set_html_assets_policy("always")
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("build-finished", _postprocess)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
