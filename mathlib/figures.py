@@ -4,8 +4,12 @@ A figure ID ``fig-<paper-key>-<slug>`` is a contract between the notebook that d
 figure, the files it saves (``<ID>.pdf``, ``<ID>.svg``, ``<ID>.png``), the glue key, and the
 book's ``{figure}`` label. Never rename a published ID.
 
-Files are byte-identical across runs: metadata that carries dates or versions is removed and
-the SVG hash salt is fixed.
+Files are byte-identical across runs of the same inputs: no wall-clock time is written, the SVG
+hash salt is fixed, and the provenance embedded in every file (PDF info dictionary, PNG text
+chunks, SVG ``<metadata>``) is derived from the inputs only: the notebook, its run mode and
+parameters, the SHA-256 of the inputs the executor computed (notebook source, mathlib sources,
+parameters, lock file) and the versions of the numerical packages. The run time of a notebook is
+kept in ``book/_generated/state.json`` and shown in the gallery, never in the files.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ FIGURE_ID_PATTERN = re.compile(r"^fig-(?P<paper>[a-z]+[0-9]{4}|intro)-(?P<slug>[
 _PDF_META = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
 _SVG_META = {"Date": None, "Creator": None}
 _PNG_META = {"Software": None}
+_VERSIONED = ("maml-theory-mathlib", "jax", "jaxlib", "optax", "numpy", "matplotlib", "scikit-learn")
+LICENSE = "CC BY 4.0"
 
 # House style: sized for a book column (6.4 in wide) and legible when projected on a slide.
 HOUSE_STYLE = {
@@ -115,16 +121,70 @@ def record(name: str, value: Any) -> None:
     _glue(name, _plain(value))
 
 
-def save_figure(fig, figure_id: str, caption: str, *, show: bool = True) -> dict[str, str]:
+def provenance() -> dict[str, Any]:
+    """Where the figures of this run come from: deterministic for identical inputs.
+
+    The executor (``python -m mathlib.book execute``) passes the notebook, the mode, the injected
+    parameters and the inputs' SHA-256 through the environment; a notebook run by hand records
+    ``mode = "interactive"`` and no hash.
+    """
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        parameters = json.loads(os.environ.get("MATHLIB_PARAMETERS", "{}"))
+    except json.JSONDecodeError:
+        parameters = {}
+    return {
+        "notebook": os.environ.get("MATHLIB_NOTEBOOK", ""),
+        "mode": os.environ.get("MATHLIB_MODE", "interactive"),
+        "parameters": parameters,
+        "inputs_sha256": os.environ.get("MATHLIB_INPUTS_SHA256", ""),
+        "versions": versions,
+    }
+
+
+def _provenance_line(figure_id: str, prov: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
+    params = json.dumps(prov["parameters"], sort_keys=True)
+    return (f"{figure_id}; notebook {prov['notebook'] or '?'}; mode {prov['mode']}; parameters {params}; "
+            f"inputs sha256:{prov['inputs_sha256'] or 'unknown'}; {versions}")
+
+
+def _metadata(figure_id: str, caption: str, alt: str, prov: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-format metadata: provenance and licence, nothing that changes between identical runs."""
+    line = _provenance_line(figure_id, prov)
+    return {
+        "pdf": {**_PDF_META, "Title": figure_id, "Subject": caption, "Keywords": line,
+                "Author": "Gradient-based meta-learning, reproduced (" + LICENSE + ")"},
+        "svg": {**_SVG_META, "Title": figure_id, "Identifier": figure_id, "Description": alt or caption,
+                "Source": prov["notebook"] or "interactive", "Relation": line, "Rights": LICENSE},
+        "png": {**_PNG_META, "Title": figure_id, "Description": alt or caption, "Comment": caption,
+                "Source": line, "Copyright": LICENSE,
+                "Provenance": json.dumps(prov, sort_keys=True)},
+    }
+
+
+def save_figure(fig, figure_id: str, caption: str, *, alt: str | None = None, show: bool = True) -> dict[str, str]:
     """Save ``fig`` under its stable ID as PDF, SVG and PNG (byte-identical across runs).
 
-    Also writes ``<ID>.json`` (caption, source notebook) for the figure gallery and glues the
-    figure under its ID.
+    Also writes ``<ID>.json`` (caption, alt text, provenance) for the figure gallery and the
+    lecturer pack, and glues the figure under its ID. The provenance (notebook, mode, parameters,
+    hash of the inputs, package versions) is embedded in each file's metadata.
 
     Args:
         fig: a matplotlib figure.
         figure_id: ``fig-<paper-key>-<slug>``, e.g. ``fig-fallah2020-fd-hvp-error``.
         caption: one or two sentences stating what is plotted and the setup.
+        alt: alt text: one sentence describing what the figure *shows* (the shape of the curves,
+            the effect), for readers who cannot see it; used by the gallery, the slides' speaker
+            notes and, copied, by the chapter's ``{figure}`` ``:alt:`` option.
         show: display the figure in the notebook (so the notebook page shows it).
 
     Returns:
@@ -137,21 +197,30 @@ def save_figure(fig, figure_id: str, caption: str, *, show: bool = True) -> dict
         )
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError("save_figure: argument 'caption' must be a non-empty string")
+    if alt is not None and (not isinstance(alt, str) or not alt.strip()):
+        raise ValueError("save_figure: argument 'alt' must be a non-empty sentence or None")
+    import warnings
+
     import matplotlib
 
     out = figures_dir()
     paths = {}
-    with matplotlib.rc_context({"svg.hashsalt": HOUSE_STYLE["svg.hashsalt"]}):
-        for fmt, meta in (("pdf", _PDF_META), ("svg", _SVG_META), ("png", _PNG_META)):
+    prov = provenance()
+    meta = _metadata(figure_id, caption.strip(), (alt or "").strip(), prov)
+    with matplotlib.rc_context({"svg.hashsalt": HOUSE_STYLE["svg.hashsalt"]}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Uu]nknown infodict keyword.*")
+        for fmt in ("pdf", "svg", "png"):
             final = out / f"{figure_id}.{fmt}"
             tmp = out / f".{figure_id}.tmp.{fmt}"
-            fig.savefig(tmp, format=fmt, metadata=meta)
+            fig.savefig(tmp, format=fmt, metadata=meta[fmt])
             os.replace(tmp, final)
             paths[fmt] = str(final)
     manifest = {
         "id": figure_id,
         "caption": caption.strip(),
-        "notebook": os.environ.get("MATHLIB_NOTEBOOK", ""),
+        "alt": (alt or "").strip(),
+        "notebook": prov["notebook"],
+        "provenance": prov,
         "files": {fmt: Path(p).name for fmt, p in paths.items()},
     }
     tmp = out / f".{figure_id}.tmp.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -68,10 +69,138 @@ def test_theorem_boxes_render(built_book):
 
 
 def test_gallery_lists_every_saved_figure(built_book, book_root):
+    """The lecturer's page: every figure with its downloads, provenance and citations; a figure
+    placed in a chapter shows its book number linked to that page."""
+    from mathlib.book._pages import figure_placements
+
     figs = sorted(p.stem for p in (book_root / "book" / "_generated" / "figures").glob("fig-*.json"))
     html = (built_book["html"] / "book" / "_generated" / "gallery.html").read_text()
+    text = re.sub(r"<[^>]+>", "", html)  # code blocks are highlighted: compare the text
     assert figs
     for fid in figs:
         assert fid in html, f"{fid} missing from the gallery"
         for fmt in ("pdf", "svg", "png"):
             assert f"{fid}.{fmt}" in html, f"no {fmt} download for {fid}"
+        assert f"@misc{{{fid}," in text, f"no BibTeX entry keyed {fid}"
+        digest = json.loads((book_root / "book" / "_generated" / "figures" / f"{fid}.json").read_text())["provenance"]["inputs_sha256"]
+        assert digest and digest in html, f"no provenance hash for {fid}"
+    placed = figure_placements(book_root)
+    for fid, page in placed.items():
+        if fid in figs:
+            m = re.search(rf'href="([^"]*)#{fid}"[^>]*>\s*(?:<[^>]+>\s*)*Figure (\d+(?:\.\d+)*)', html)
+            assert m, f"{fid}: no numbered link to where it appears ({page})"
+    for name in ("figures.zip", "figures.bib", "citations.txt", "slides.pptx", "slides.tex"):
+        assert re.search(rf'href="[^"]*_downloads/[^"]*/{re.escape(name)}"', html), f"gallery does not offer {name}"
+
+
+def test_front_page_links_the_lecturer_pack(built_book):
+    html = (built_book["html"] / "book" / "index.html").read_text()
+    assert re.search(r'href="[^"]*_downloads/[^"]*/figures\.zip"', html), "front page: no lecturer pack link"
+
+
+def test_notebook_pages_collapse_the_bootstrap_and_offer_the_executed_notebook(built_book, book_root):
+    from mathlib.book._paths import toc_notebooks
+
+    for src in toc_notebooks(book_root):
+        rel = src.relative_to("notebooks").with_suffix("")
+        page = built_book["html"] / "book" / "_generated" / "notebooks" / f"{rel}.html"
+        html = page.read_text()
+        m = re.search(r'href="([^"]*_downloads/[^"]*/' + re.escape(rel.name) + r'\.ipynb)"', html)
+        assert m, f"{page.name}: no download of the executed notebook"
+        nb = json.loads((page.parent / m.group(1)).read_text())
+        assert any(o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])), "the download is not executed"
+        boot = html.index("Make mathlib importable")
+        opened = html.rfind("<details", 0, boot)
+        assert opened != -1 and html.rfind("</details>", opened, boot) == -1, f"{page.name}: the bootstrap cell is not collapsed"
+
+
+# --------------------------------------------------------------------------- in a browser
+BROWSER_PAGES = [  # (page, has math)
+    ("book/index.html", False),
+    ("book/notation.html", True),
+    ("book/fallah2020/experiments.html", True),
+    ("book/_generated/notebooks/intro/01-maml-in-one-picture.html", True),
+    ("book/_generated/gallery.html", False),
+    ("book/_generated/status.html", False),
+]
+SHOTS = Path(__file__).resolve().parents[1] / ".cache" / "browser"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from mathlib.book._browser import INSTALL_HINT, Chromium, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip(INSTALL_HINT)
+    with Chromium(width=1280, height=900) as b:
+        yield b
+
+
+def test_key_pages_render_offline_in_a_browser(built_book, browser):
+    """Headless Chromium with the network off: math typeset (no raw TeX, no MathJax error), no
+    console error, no request leaving the machine, every image loads. Screenshots: .cache/browser/."""
+    from mathlib.book._browser import page_problems
+
+    assert built_book["proc"].returncode == 0
+    found = {}
+    for rel, has_math in BROWSER_PAGES:
+        page = built_book["html"] / rel
+        report, problems = page_problems(browser, page.as_uri(), expect_math=has_math)
+        browser.screenshot(SHOTS / (rel.replace("/", "__").replace(".html", ".png")))
+        if problems:
+            found[rel] = problems
+    assert not found, "\n".join(f"{k}:\n  " + "\n  ".join(v) for k, v in found.items())
+
+
+def test_interactive_slider_works_without_a_kernel(built_book, browser):
+    """The pilot static interactive figure on the notation page: one frame shown at a time, and
+    moving the slider shows the frame of the chosen alpha (offline, no kernel)."""
+    browser.goto((built_book["html"] / "book" / "notation.html").as_uri())
+    shown = lambda: browser.eval(
+        "[...document.querySelectorAll('img.ml-frame')].filter(i => i.offsetParent !== null).map(i => i.getAttribute('src'))")
+    first = shown()
+    assert len(first) == 1 and "alpha-0.35" in first[0], first
+    browser.eval("(() => { const i = document.getElementById('ml-alpha-input'); i.value = 0;"
+                 " i.dispatchEvent(new Event('input')); })()")
+    now = shown()
+    assert len(now) == 1 and "alpha-0.05" in now[0], now
+    assert browser.eval("document.getElementById('ml-alpha-value').textContent") == "0.05"
+    browser.eval("document.getElementById('ml-alpha-slider').scrollIntoView()")
+    browser.screenshot(SHOTS / "notation-slider.png")
+
+
+def test_search_finds_a_word_from_a_chapter(built_book, browser):
+    from mathlib.book._browser import search
+
+    links = search(browser, (built_book["html"] / "search.html").as_uri() + "?q=smoothness")
+    browser.screenshot(SHOTS / "search.png")
+    assert any("fallah2020" in l for l in links), f"search for 'smoothness' found {links}"
+
+
+def test_equations_stay_visible_in_the_dark_theme(built_book, browser):
+    from mathlib.book._browser import dark_theme_contrast
+
+    browser.goto((built_book["html"] / "book" / "notation.html").as_uri())
+    browser.eval("MathJax.startup.promise")
+    res = dark_theme_contrast(browser)
+    browser.screenshot(SHOTS / "notation-dark.png")
+    assert res["theme"] == "dark" and res["n"] > 0
+    worst = res["worst"][0]
+    assert worst["ratio"] >= 4.5, f"equation contrast {worst['ratio']:.2f} < 4.5 in the dark theme: {worst}"
+
+
+# --------------------------------------------------------------------------- PDF
+def test_pdf_of_the_book(built_book, book_root, browser):
+    """The single-page HTML (reusing the HTML build's doctrees) printed by headless Chromium.
+    Skips with instructions when Chromium is absent (the browser fixture)."""
+    from mathlib.book._pdf import print_book
+
+    out = built_book["html"].parents[1]
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", ".", "--builder", "singlehtml", "-W", "-n", "--keep-going", "--path-output", str(out)],
+                          cwd=book_root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pdf = SHOTS.parent / "book.pdf"
+    info = print_book(out / "_build" / "singlehtml" / "index.html", pdf)
+    assert info["equations"] > 20 and info["pages"] >= 10, info
+    (SHOTS.parent / "book-pdf.json").write_text(json.dumps(info))

@@ -78,7 +78,8 @@ def test_every_toc_page_exists_or_is_generated():
 # --------------------------------------------------------------------------- environment files
 def _lock() -> dict[str, str]:
     out = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    text = (ROOT / "requirements.lock").read_text() + (ROOT / "requirements-lab.lock").read_text()
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name, _, ver = line.partition("==")
@@ -102,6 +103,12 @@ def test_lock_satisfies_pyproject_ranges():
         name = canonicalize_name(req.name)
         assert name in lock, f"{req.name} (pyproject.toml) is not pinned in requirements.lock"
         assert req.specifier.contains(lock[name], prereleases=True), f"lock pins {req.name}=={lock[name]}, outside {req.specifier}"
+
+
+def test_optional_lab_lock_does_not_repin_the_main_lock():
+    main = {canonicalize_name(l.partition("==")[0]) for l in (ROOT / "requirements.lock").read_text().splitlines() if "==" in l}
+    lab = {canonicalize_name(l.partition("==")[0]) for l in (ROOT / "requirements-lab.lock").read_text().splitlines() if "==" in l}
+    assert "jupyterlab" in lab and not (main & lab), f"pinned in both locks: {sorted(main & lab)}"
 
 
 def test_jupyter_book_is_pinned_below_2():
@@ -352,3 +359,191 @@ def test_parameters_cell_parses_cleanly(path):
     assert assigned and assigned <= names, f"papermill could not parse: {sorted(assigned - names)}"
     bad = [l for l in cell.source.splitlines() if "#" in l and "=" in l.split("#", 1)[1]]
     assert not bad, f"'=' inside a comment of the parameters cell: {bad}"
+
+
+# --------------------------------------------------------------------------- bootstrap cell
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_first_code_cell_is_the_canonical_bootstrap_cell(path):
+    """Every notebook starts with the same bootstrap cell, tagged hide-input (collapsed in the
+    book). Fix with: python -m mathlib.book fix-bootstrap"""
+    from mathlib.book._bootstrap import bootstrap_problem
+
+    problem = bootstrap_problem(nbformat.read(path, as_version=4))
+    assert problem is None, f"{path.name}: {problem}"
+
+
+def test_fix_bootstrap_rewrites_only_the_first_code_cell(tmp_path):
+    from mathlib.book._bootstrap import BOOTSTRAP_SOURCE, bootstrap_problem, fix_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"),
+                nbformat.v4.new_code_cell("try:\n    import mathlib\nexcept ImportError:\n    pass"),
+                nbformat.v4.new_code_cell("x = 1")]
+    p = tmp_path / "n.ipynb"
+    nbformat.write(nb, p)
+    assert fix_notebook(p) and not fix_notebook(p)
+    out = nbformat.read(p, as_version=4)
+    assert bootstrap_problem(out) is None and out.cells[1].source == BOOTSTRAP_SOURCE
+    assert out.cells[0].source == "# t" and out.cells[2].source == "x = 1" and len(out.cells) == 3
+
+
+def test_bootstrap_cell_installs_and_imports_mathlib_in_a_fresh_environment(tmp_path):
+    """A new user's path: a clone, a fresh virtual environment without mathlib, the notebook's
+    first cell run from the notebook's folder. The cell must `pip install -e` the clone and import
+    it *in the same interpreter* (the bug of issue 15: the import after the install failed).
+
+    Kept fast and offline: mathlib's dependencies are borrowed from the test's environment
+    (symlinked, without mathlib's own install), so pip only builds the editable wheel of mathlib
+    (its build backend comes from the package registry / pip cache). About 10 s on an idle machine."""
+    import sysconfig
+
+    from mathlib.book._bootstrap import BOOTSTRAP_SOURCE
+
+    clone = tmp_path / "clone"
+    for name in ("pyproject.toml", "README.md", "LICENSE", "_toc.yml"):
+        shutil.copy2(ROOT / name, clone / name) if clone.exists() else (clone.mkdir(), shutil.copy2(ROOT / name, clone / name))
+    shutil.copytree(ROOT / "mathlib", clone / "mathlib", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "notebooks" / "intro").mkdir(parents=True)
+    # the dependencies, without mathlib (its dist-info would make pip think it is installed)
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    for entry in site_packages.iterdir():
+        if "maml_theory_mathlib" in entry.name or entry.name.startswith(("__editable__", "mathlib")):
+            continue
+        (deps / entry.name).symlink_to(entry)
+    venv = tmp_path / "venv"
+    # --without-pip: pip itself is one of the borrowed packages (ensurepip alone takes ~10 s)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=120)
+    py = venv / "bin" / "python"
+    new_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    Path(new_site, "borrowed-deps.pth").write_text(str(deps) + "\n")
+    cwd = clone / "notebooks" / "intro"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    before = subprocess.run([str(py), "-c", "import mathlib"], cwd=cwd, env=env, capture_output=True, text=True)
+    assert before.returncode != 0 and "No module named 'mathlib'" in before.stderr, "the fresh environment already has mathlib"
+    script = BOOTSTRAP_SOURCE + textwrap.dedent(
+        """
+        import mathlib.figures, pathlib
+        print("MATHLIB", pathlib.Path(mathlib.__file__).resolve())
+        """
+    )
+    run = subprocess.run([str(py), "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"the bootstrap cell failed in a fresh environment:\n{run.stdout}\n{run.stderr[-3000:]}"
+    assert f"MATHLIB {clone.resolve() / 'mathlib' / '__init__.py'}" in run.stdout, run.stdout
+    # and the install persists: a new interpreter imports mathlib through the editable install
+    after = subprocess.run([str(py), "-c", "import mathlib; print(mathlib.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert after.returncode == 0 and str(clone.resolve()) in after.stdout, after.stderr
+
+
+# --------------------------------------------------------------------------- provenance and lecturer pack
+def _provenance_env(monkeypatch, digest):
+    monkeypatch.setenv("MATHLIB_NOTEBOOK", "notebooks/intro/99-test.ipynb")
+    monkeypatch.setenv("MATHLIB_MODE", "quick")
+    monkeypatch.setenv("MATHLIB_PARAMETERS", '{"quick": true}')
+    monkeypatch.setenv("MATHLIB_INPUTS_SHA256", digest)
+
+
+def test_figure_files_carry_their_provenance_and_stay_reproducible(tmp_path, monkeypatch):
+    from PIL import Image
+
+    digest = "ab" * 32
+    _provenance_env(monkeypatch, digest)
+    a = _draw(tmp_path, monkeypatch, "a")
+    b = _draw(tmp_path, monkeypatch, "b")
+    for fmt in a:  # identical inputs, identical bytes, provenance included
+        assert Path(a[fmt]).read_bytes() == Path(b[fmt]).read_bytes(), f"{fmt} differs between two runs"
+    with Image.open(a["png"]) as im:
+        prov = json.loads(im.text["Provenance"])
+    assert prov["inputs_sha256"] == digest and prov["mode"] == "quick" and prov["parameters"] == {"quick": True}
+    assert prov["notebook"] == "notebooks/intro/99-test.ipynb" and "jax" in prov["versions"]
+    svg = Path(a["svg"]).read_text()
+    assert f"sha256:{digest}" in svg and "CC BY 4.0" in svg
+    assert f"sha256:{digest}".encode() in Path(a["pdf"]).read_bytes()
+    manifest = json.loads((tmp_path / "a" / "fig-intro-test-contract.json").read_text())
+    assert manifest["provenance"] == prov
+    # other inputs, other provenance: the files change (the hash is really in them)
+    _provenance_env(monkeypatch, "cd" * 32)
+    c = _draw(tmp_path, monkeypatch, "c")
+    assert all(Path(a[f]).read_bytes() != Path(c[f]).read_bytes() for f in a)
+
+
+def _fake_book(root: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mathlib.figures as mf
+
+    (root / "mathlib").mkdir(parents=True)
+    (root / "mathlib" / "__init__.py").write_text("")
+    (root / "book").mkdir()
+    shutil.copy2(ROOT / "book" / "macros.tex", root / "book" / "macros.tex")
+    shutil.copy2(ROOT / "_config.yml", root / "_config.yml")
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/index\nparts:\n"
+        "  - caption: Foundations\n    chapters:\n      - file: book/notation\n"
+        "        sections:\n          - file: book/_generated/notebooks/intro/01-a\n"
+        "  - caption: Fallah (2020)\n    chapters:\n      - file: book/fallah2020/index\n"
+        "        sections:\n          - file: book/_generated/notebooks/fallah2020/01-b\n"
+    )
+    monkeypatch.setenv("MATHLIB_FIGURES_DIR", str(root / "book" / "_generated" / "figures"))
+    for fid, nb in (("fig-fallah2020-b", "notebooks/fallah2020/01-b.ipynb"), ("fig-intro-a", "notebooks/intro/01-a.ipynb")):
+        monkeypatch.setenv("MATHLIB_NOTEBOOK", nb)
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [1, 0])
+        mf.save_figure(fig, fid, caption=f"Caption of {fid} with $\\norm{{x}}_2$ & 50% more.", alt=f"A line falling ({fid}).", show=False)
+
+
+def test_lecturer_pack_is_complete_ordered_and_reproducible(tmp_path, monkeypatch):
+    import zipfile
+
+    from pptx import Presentation
+
+    from mathlib.book._pack import PACK, build_pack
+
+    _fake_book(tmp_path, monkeypatch)
+    written = build_pack(tmp_path)
+    pack = tmp_path / PACK
+    assert {p.relative_to(pack).as_posix() for p in written} == {
+        "figures.zip", "figures.bib", "citations.txt", "slides.pptx", "slides.tex", "chapters/intro.zip", "chapters/fallah2020.zip"}
+    names = set(zipfile.ZipFile(pack / "figures.zip").namelist())
+    for fid in ("fig-intro-a", "fig-fallah2020-b"):
+        assert {f"figures/{fid}.{fmt}" for fmt in ("pdf", "svg", "png")} <= names
+    assert {"figures.bib", "citations.txt", "slides.pptx", "slides.tex", "macros.tex", "README.txt"} <= names
+    assert set(zipfile.ZipFile(pack / "chapters" / "intro.zip").namelist()) >= {"figures/fig-intro-a.svg", "slides.pptx"}
+    assert "fig-fallah2020-b" not in "".join(zipfile.ZipFile(pack / "chapters" / "intro.zip").namelist())
+    bib = (pack / "figures.bib").read_text()
+    # book order (intro before fallah2020), keyed by the figure ID, LaTeX specials escaped outside math
+    assert bib.index("@misc{fig-intro-a,") < bib.index("@misc{fig-fallah2020-b,")
+    assert "$\\norm{x}_2$ \\& 50\\% more" in bib
+    assert len((pack / "citations.txt").read_text().splitlines()) == 2
+    deck = Presentation(str(pack / "slides.pptx"))
+    slides = list(deck.slides)
+    assert len(slides) == 3  # title + one per figure
+    assert "A line falling (fig-intro-a)." in slides[1].notes_slide.notes_text_frame.text
+    assert any(sh.shape_type == 13 for sh in slides[1].shapes)  # a picture
+    tex = (pack / "slides.tex").read_text()
+    assert tex.count("\\begin{frame}") == 3 and "figures/fig-intro-a.pdf" in tex and "\\note{A line falling" in tex
+    before = {p: p.read_bytes() for p in pack.rglob("*") if p.is_file()}
+    assert build_pack(tmp_path) == []  # incremental: nothing changed, nothing written
+    build_pack(tmp_path, force=True)
+    assert {p: p.read_bytes() for p in pack.rglob("*") if p.is_file()} == before, "the pack is not byte-reproducible"
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("xelatex") is None,
+                    reason="Beamer check needs TeX: apt-get install latexmk texlive-xetex texlive-latex-recommended")
+def test_beamer_slides_compile(tmp_path, monkeypatch):
+    import zipfile
+
+    from mathlib.book._pack import PACK, build_pack
+
+    _fake_book(tmp_path, monkeypatch)
+    build_pack(tmp_path)
+    out = tmp_path / "unzipped"
+    zipfile.ZipFile(tmp_path / PACK / "figures.zip").extractall(out)
+    r = subprocess.run(["latexmk", "-xelatex", "-interaction=nonstopmode", "slides.tex"], cwd=out,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (out / "slides.pdf").is_file(), r.stdout[-3000:]

@@ -29,7 +29,15 @@ def main(argv=None) -> int:
     ex.add_argument("--workers", type=int, default=2)
     ex.add_argument("--force", action="store_true", help="execute even when nothing changed")
     sub.add_parser("pages", help="regenerate the figure gallery and the status page")
+    pk = sub.add_parser("pack", help="build the lecturer pack (figures.zip, figures.bib, slides) in book/_generated/pack")
+    pk.add_argument("--force", action="store_true")
+    pdf = sub.add_parser("pdf", help="print an HTML page (the single-page book) to PDF with headless Chromium")
+    pdf.add_argument("html", type=Path)
+    pdf.add_argument("pdf", type=Path)
     sub.add_parser("list", help="list the notebooks in _toc.yml")
+    fb = sub.add_parser("fix-bootstrap", help="make the first code cell of notebooks the canonical bootstrap cell")
+    fb.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/**/*.ipynb")
+    fb.add_argument("--check", action="store_true", help="only report notebooks that differ (exit 1 if any)")
     ch = sub.add_parser("check-html", help="check a built book: no external scripts/styles, no broken links")
     ch.add_argument("html_dir", type=Path)
     args = parser.parse_args(argv)
@@ -50,10 +58,38 @@ def main(argv=None) -> int:
         for p in write_pages(root):
             print(p.relative_to(root))
         return 0
+    if args.cmd == "pack":
+        from mathlib.book._pack import build_pack
+
+        written = build_pack(root, force=args.force)
+        print(f"lecturer pack: {len(written)} file(s) written" if written else "lecturer pack: up to date")
+        return 0
+    if args.cmd == "pdf":
+        from mathlib.book._pdf import print_book
+
+        info = print_book(args.html, args.pdf)
+        print(f"{args.pdf}: {info['pages']} pages, {info['bytes'] / 1e6:.1f} MB in {info['seconds']:.1f} s")
+        return 0
     if args.cmd == "list":
         for nb in toc_notebooks(root):
             print(nb.as_posix())
         return 0
+    if args.cmd == "fix-bootstrap":
+        import nbformat
+
+        from mathlib.book._bootstrap import bootstrap_problem, fix_notebook
+
+        paths = args.notebooks or sorted(p for p in (root / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        bad = 0
+        for p in paths:
+            if args.check:
+                why = bootstrap_problem(nbformat.read(p, as_version=4))
+                if why:
+                    bad += 1
+                    print(f"{p}: {why}")
+            elif fix_notebook(p):
+                print(f"fixed {p}")
+        return 1 if bad else 0
     if args.cmd == "check-html":
         from mathlib.book._check import check_html
 

@@ -106,7 +106,37 @@ def _kernel_transport(staging: Path) -> dict[str, Any]:
     return {"config": config}
 
 
-def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int) -> dict[str, Any]:
+def provenance_env(source: Path, parameters: dict[str, Any], digest: str) -> dict[str, str]:
+    """What ``mathlib.figures.save_figure`` embeds in every figure: deterministic for identical inputs."""
+    return {
+        "MATHLIB_MODE": "quick" if parameters.get("quick") else "full",
+        "MATHLIB_PARAMETERS": json.dumps(parameters, sort_keys=True),
+        "MATHLIB_INPUTS_SHA256": digest,
+    }
+
+
+DOWNLOAD_TAG = "download-executed"
+
+
+def add_download_cell(path: Path) -> None:
+    """Insert, after the title cell, a note linking the executed notebook itself as a download."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if DOWNLOAD_TAG not in c.get("metadata", {}).get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(
+        f"{{download}}`Download this notebook, executed <{path.name}>` "
+        f"(open it in JupyterLab from the repository, see *Running locally* in the README)."
+    )
+    cell.metadata["tags"] = [DOWNLOAD_TAG]
+    cell.pop("id", None)
+    cell["id"] = "download-executed"
+    at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+    nb.cells.insert(at, cell)
+    nbformat.write(nb, path)
+
+
+def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int, digest: str = "") -> dict[str, Any]:
     """Execute one notebook into staging; promote its outputs only on success. Runs in a worker."""
     root, source = Path(root_s), Path(source_s)
     slug = source.with_suffix("").as_posix().replace("/", "__")
@@ -115,6 +145,7 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
     figs = staging / "figures"
     figs.mkdir(parents=True)
     os.environ.update(kernel_env(root, source, figs, workers))
+    os.environ.update(provenance_env(source, parameters, digest))
     out_tmp = staging / source.name
     t0 = time.perf_counter()
     result: dict[str, Any] = {"source": source.as_posix()}
@@ -177,6 +208,7 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
         produced.append(f.name)
     final = root / executed_path(source)
     final.parent.mkdir(parents=True, exist_ok=True)
+    add_download_cell(out_tmp)
     os.replace(out_tmp, final)
     shutil.rmtree(staging, ignore_errors=True)
     result.update(status="ok", figures=sorted({Path(p).stem for p in produced}))
@@ -226,7 +258,7 @@ def execute(
     t_start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        futures = {pool.submit(run_one, str(root), s.as_posix(), parameters, workers): (s, d) for s, d in todo}
+        futures = {pool.submit(run_one, str(root), s.as_posix(), parameters, workers, d): (s, d) for s, d in todo}
         for n, fut in enumerate(cf.as_completed(futures), 1):
             s, digest = futures[fut]
             try:
