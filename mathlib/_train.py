@@ -84,11 +84,33 @@ def _check_batched(fn, episodes):
         raise TypeError(f"{fn}: sample_episodes(key) must return a batched mathlib.Episode, got {type(episodes).__name__}")
 
 
-def _static_ok(x, name):
+class _ByIdentity:
+    """Wraps an unhashable callable as a static ``jit`` argument compared by identity."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ByIdentity) and other.obj is self.obj
+
+    def __getattr__(self, name):
+        return getattr(self.obj, name)
+
+    def __call__(self, *a, **k):
+        return self.obj(*a, **k)
+
+
+def _static_ok(x, name=None):
+    """``x`` itself if hashable, else a by-identity wrapper (so any callable can be a static argument)."""
     try:
         hash(x)
-    except TypeError as exc:
-        raise TypeError(f"train: argument '{name}' must be hashable (a function or an optax transformation), got {type(x).__name__}") from exc
+    except TypeError:
+        return _ByIdentity(x)
     return x
 
 
@@ -174,14 +196,10 @@ def train(
     if state is None:
         check_finite(fn, "params", params)
         state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-    if not isinstance(estimator, Estimator):
-        _static_ok(estimator, "estimator")
-    for name, f in (("loss", loss), ("optimizer", optimizer), ("sample_episodes", sample_episodes)):
-        _static_ok(f, name)
-    cfg = (bool(record_loss), bool(record_params), exact_grad_fn, exact_loss_fn, step_size_fn)
-    _static_ok(cfg, "exact_grad_fn/exact_loss_fn/step_size_fn")
+    loss, optimizer, sample_episodes = _static_ok(loss), _static_ok(optimizer), _static_ok(sample_episodes)
+    cfg = (bool(record_loss), bool(record_params), *(None if f is None else _static_ok(f) for f in (exact_grad_fn, exact_loss_fn, step_size_fn)))
     # an Estimator is a traced pytree argument; a plain callable estimator is static (by identity)
-    est_arg, est_static = (estimator, None) if isinstance(estimator, Estimator) else (None, estimator)
+    est_arg, est_static = (estimator, None) if isinstance(estimator, Estimator) else (None, _static_ok(estimator))
     step0 = int(state.step)
     length = min(chunk_size, num_steps)
     n_pad = -(-num_steps // length) * length  # padded to whole chunks; padding keys are never used

@@ -165,7 +165,8 @@ def test_shot_count_names_and_deprecations():
 def test_anil_by_mask_matches_body_head():
     params = ml.init_body_head(jax.random.key(0), (1, 8, 8, 1), dtype=jnp.float64)
     ep = ml.sample_sinusoid_episodes(jax.random.key(1), 3, 5, 5, dtype=jnp.float64)
-    mask = {"body": [{"w": False, "b": False}], "head": [{"w": True, "b": True}]}
+    mask = {"body": jax.tree_util.tree_map(lambda _: False, params["body"]),
+            "head": jax.tree_util.tree_map(lambda _: True, params["head"])}
     for fo in (False, True):
         ref = ml.meta_gradient(ml.anil_grad, ml.body_head_mse_loss, params, ep, alpha=0.1, steps=2, first_order=fo)
         est = ml.make_estimator("anil", alpha=0.1, steps=2, first_order=fo, mask=mask)
