@@ -54,9 +54,11 @@ def test_impl_fd_quadratic_exact_and_bounds_hold(executed):
 
 
 def test_claim_fd_delta2_bound_loose_by_constant(executed):
-    """Empirical (two-sided): the (rho_2/6) delta^2 bound is within a constant factor (< 1e3) of the median error."""
+    """Empirical (two-sided): the (rho_2/6) delta^2 bound has the right slope and is loose by a constant factor of
+    one to four orders of magnitude (>= 10x the worst error, <= 1e4x the median error over the truncation range)."""
     r = executed("fallah2020/01-fd-hvp")
-    assert 1.0 <= r["fallah2020-fd-bound2-max-ratio"] <= 1e3
+    assert r["fallah2020-fd-bound2-min-ratio"] >= 10.0
+    assert r["fallah2020-fd-bound2-max-ratio"] <= 1e4
 
 
 # ------------------------------------------------------------------ 02: FO-MAML floor
