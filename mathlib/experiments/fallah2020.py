@@ -671,3 +671,288 @@ def hf_direction_error(activation: str, deltas, key, num_tasks: int = 25, k_shot
         return jax.lax.map(one, ds)
 
     return np.asarray(errors(p, ep, jnp.asarray(deltas, jnp.float64)))
+
+
+# =============================================================================== second edition (issue 9)
+def logistic_rho2(batch) -> float:
+    r"""Lipschitz constant $\rho_2$ of the third derivative of :func:`mathlib.logistic_loss` on ``batch``.
+
+    The loss is $\frac1n\sum_j\ell(x_j^\top w)$ plus a ridge term (no third derivative); the fourth
+    derivative of $\ell(z)=\log(1+e^z)-yz$ is $\sigma'''(z)$, with $\max_z|\sigma'''(z)|=1/8$ (at $z=0$),
+    so $\rho_2=\frac18\cdot\frac1n\sum_j\|x_j\|^4$. Used for the $\frac{\rho_2}6\delta^2\|v\|^3$ curve of
+    {prf:ref}`fallah2020-lem-fd-hvp` on {numref}`fig-fallah2020-fd-hvp-error`.
+    """
+    x = jnp.asarray(batch[0])
+    return float(0.125 * jnp.mean(jnp.linalg.norm(x, axis=-1) ** 4))
+
+
+def cosine_rho2(tasks) -> float:
+    r"""Lipschitz constant $\rho_2$ of the third derivative of cosine tasks (derived here).
+
+    $\nabla^3f(w)[v]=a k^3\,U\,\mathrm{diag}\big(\sin(kU^\top(w-c))\odot U^\top v\big)U^\top$ and
+    $|\sin s-\sin t|\le|s-t|$ give $\rho_2=\max_i a_ik_i^4\|U_i\|_2^2\max_j\|u_{ij}\|^2$, the analogue of
+    :func:`mathlib.cosine_constants`' $\rho$ one derivative higher.
+    """
+    A, U = jnp.asarray(tasks.A), jnp.asarray(tasks.U)
+    if A.ndim == 2:
+        U = U[None]
+    amp, freq = jnp.reshape(tasks.amp, (-1,)), jnp.reshape(tasks.freq, (-1,))
+    u2 = jnp.linalg.norm(U, ord=2, axis=(-2, -1)) ** 2
+    umax = jnp.max(jnp.linalg.norm(U, axis=-2), axis=-1)
+    return float(jnp.max(amp * freq**4 * u2 * umax**2))
+
+
+def linreg_batch_bias_prediction(tasks, alpha, w, n_in: int, n_out: int):
+    r"""Closed-form mean of the stochastic MAML estimate minus $\nabla F(w)$, for three Hessian batches.
+
+    Linear regression with Gaussian features ({prf:ref}`fallah2020-lem-independent-batches`):
+
+    * ``"independent"`` ($D_h\perp D_{in},D_o$): $0$;
+    * ``"support"`` ($D_h=D_{in}$, autodiff MAML): $+\frac{\alpha^2}{D_{in}}\E_i(\Sigma_i^3+\mathrm{tr}(\Sigma_i^2)\Sigma_i)(w-\theta_i)$,
+      i.e. $\nabla\hat F(w)-\nabla F(w)$ (:func:`mathlib.linreg_maml_grad` with ``n_in``);
+    * ``"query"`` ($D_h=D_o$): $-\frac{\alpha}{D_o}\E_i(\Sigma_i^2+\mathrm{tr}(\Sigma_i)\Sigma_i)(\tilde w_i-\theta_i)$.
+
+    Returns dict arm -> numpy vector (d,).
+    """
+    from mathlib._synthetic import linreg_maml_grad
+
+    S, th = tasks.cov, tasks.theta
+    r = w[None] - th
+    w_ad = w[None] - alpha * jnp.einsum("nij,nj->ni", S, r)
+    S2 = S @ S
+    trS = jnp.trace(S, axis1=-2, axis2=-1)
+    q = jnp.einsum("nij,nj->ni", S2 + trS[:, None, None] * S, w_ad - th)
+    sup = linreg_maml_grad(w, tasks, alpha, n_in) - linreg_maml_grad(w, tasks, alpha)
+    return {"independent": np.zeros(w.shape[-1]), "support": np.asarray(sup),
+            "query": np.asarray(-alpha / n_out * jnp.mean(q, axis=0))}
+
+
+def batch_bias_experiment(tasks, alpha, w, n_in: int, n_out: int, n_hess: int, num_samples: int, seed: int):
+    r"""Monte-Carlo mean of the MAML estimate at $w$ for three Hessian batches, with common random numbers.
+
+    Every sample draws one task (uniform over the family) and Gaussian batches $D_{in}$, $D_o$, $D_h$
+    (drawn with numpy, ``seed``; no compilation); the three arms use the **same** draws:
+    ``"independent"`` (Hessian term on $D_h$), ``"support"`` ($D_h=D_{in}$, autodiff MAML) and
+    ``"query"`` ($D_h=D_o$). The estimates are :func:`mathlib.maml_grad` (eager ``vmap``). Compared
+    with :func:`linreg_batch_bias_prediction`. Claim 3 ({prf:ref}`fallah2020-lem-independent-batches`).
+
+    Returns:
+        dict arm -> dict(``bias`` = $\|\bar g-\nabla F(w)\|$, ``se`` = Monte-Carlo standard error of the
+        mean (root of the summed coordinate variances over $N$), ``pred`` = $\|$prediction$\|$,
+        ``dev`` = $\|\bar g-\nabla F(w)-\text{prediction}\|$), plus ``"support-independent"``: the paired
+        difference of the two arms' means against the prediction $-\alpha\,\mathrm{Cov}$ (same keys).
+    """
+    from mathlib._core import Episode
+    from mathlib._estimators import maml_grad, task_gradients
+    from mathlib._synthetic import linreg_maml_grad, mse_loss
+
+    num_samples = check_int("batch_bias_experiment", "num_samples", num_samples)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, tasks.theta.shape[0], num_samples)
+    chol, th, sd = (np.asarray(a)[idx] for a in (tasks.cov_chol, tasks.theta, tasks.noise_std))
+    dim = th.shape[-1]
+
+    def batch(n):
+        x = np.einsum("tnk,tjk->tnj", rng.standard_normal((num_samples, n, dim)), chol)
+        y = np.einsum("tnj,tj->tn", x, th) + sd[:, None] * rng.standard_normal((num_samples, n))
+        return jnp.asarray(x), jnp.asarray(y)
+
+    sup, qry, hes = batch(n_in), batch(n_out), batch(n_hess)
+    eps = {"independent": Episode(sup, qry, hes), "support": Episode(sup, qry, None), "query": Episode(sup, qry, qry)}
+    exact = np.asarray(linreg_maml_grad(w, tasks, alpha))
+    pred = linreg_batch_bias_prediction(tasks, alpha, w, n_in, n_out)
+    g = {k: np.asarray(task_gradients(maml_grad, mse_loss, w, e, alpha=alpha)) for k, e in eps.items()}
+
+    def summary(samples, centre, target):
+        m = samples.mean(axis=0) - centre
+        return {"bias": float(np.linalg.norm(m)),
+                "se": float(np.sqrt(np.sum(samples.var(axis=0, ddof=1)) / num_samples)),
+                "pred": float(np.linalg.norm(target)), "dev": float(np.linalg.norm(m - target))}
+
+    out = {k: summary(v, exact, pred[k]) for k, v in g.items()}
+    out["support-independent"] = summary(g["support"] - g["independent"], 0.0, pred["support"])
+    return out
+
+
+def linreg_noise_constants(tasks, alpha, w, seed: int = 0, num_samples: int = 2000):
+    r"""Constants of the assumptions for linear-regression tasks, evaluated at $w$.
+
+    * ``sigma``: $\sqrt{\E_i\|\nabla f_i(w)-\nabla f(w)\|^2}$ (task dissimilarity at $w$, exact);
+    * ``sigma_tilde``: $\max_i\sqrt{\E_\theta\|\nabla f_i(w,\theta)-\nabla f_i(w)\|^2}$, exact for Gaussian
+      features: $(w-\theta_i)^\top(\Sigma_i^2+\mathrm{tr}(\Sigma_i)\Sigma_i)(w-\theta_i)+s_i^2\mathrm{tr}\Sigma_i$;
+    * ``sigma_h``: $\max_i\sqrt{\E\|xx^\top-\Sigma_i\|_2^2}$ (spectral norm; Monte Carlo, ``num_samples``
+      points per task, numpy ``seed``), the Hessian-noise constant of {prf:ref}`fallah2020-asm-noise`;
+    * ``dh_condition``: $\lceil2\alpha^2\sigma_H^2\rceil$, the restated Hessian-batch condition of
+      {prf:ref}`fallah2020-thm-maml`.
+    """
+    S, th, s = tasks.cov, tasks.theta, tasks.noise_std
+    r = w[None] - th
+    g = jnp.einsum("nij,nj->ni", S, r)
+    sigma = jnp.sqrt(jnp.mean(jnp.sum((g - g.mean(0)) ** 2, axis=-1)))
+    S2 = S @ S
+    trS = jnp.trace(S, axis1=-2, axis2=-1)
+    st2 = jnp.einsum("ni,nij,nj->n", r, S2 + trS[:, None, None] * S, r) + s**2 * trS
+    z = np.random.default_rng(seed).standard_normal((th.shape[0], num_samples, th.shape[1]))
+    x = np.einsum("tnk,tjk->tnj", z, np.asarray(tasks.cov_chol))
+    dev = np.einsum("tni,tnj->tnij", x, x) - np.asarray(S)[:, None]
+    op = np.max(np.abs(np.linalg.eigvalsh(dev)), axis=-1)
+    sh2 = float(np.max(np.mean(op**2, axis=1)))
+    return {"sigma": float(sigma), "sigma_tilde": float(jnp.sqrt(jnp.max(st2))), "sigma_h": float(jnp.sqrt(sh2)),
+            "dh_condition": int(np.ceil(2 * alpha**2 * float(sh2)))}
+
+
+@functools.lru_cache(maxsize=None)
+def _step_rule_program(loss, num_steps: int, adaptive: bool):
+    from mathlib._diagnostics import exact_meta_gradient, exact_meta_objective, local_smoothness_bound
+
+    def one(tasks, alpha, L, rho, value, w0):
+        def body(w, _):
+            F = exact_meta_objective(loss, w, tasks, alpha)
+            g = exact_meta_gradient(loss, w, tasks, alpha)
+            Lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
+            tg = jax.vmap(lambda t: jax.grad(loss)(w, t))(tasks)
+            sig = jnp.sqrt(jnp.mean(jnp.sum((tg - tg.mean(0)) ** 2, axis=-1)))
+            beta = value / Lw if adaptive else value
+            return w - beta * g, (beta, F, jnp.linalg.norm(g), sig, Lw)
+
+        return jax.lax.scan(body, w0, None, length=num_steps)[1]
+
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, 0)))
+
+
+def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, beta=None):
+    r"""Deterministic MAML from several starts with the adaptive step $c/L(w_k)$ or a constant $\beta$.
+
+    Exactly one of ``c`` (adaptive, {prf:ref}`fallah2020-alg-stepsize` with the exact $L(w)$ of
+    {prf:ref}`fallah2020-lem-smoothness`) and ``beta`` (constant control) is given. One compiled
+    ``lax.scan`` per rule, ``vmap`` over the starts ``w0s`` (array (n, d)); $c$ or $\beta$ is traced.
+    Records at every iterate $w_k$ (before the step): the step size $\beta_k$, $F(w_k)$,
+    $\|\nabla F(w_k)\|$, the task dissimilarity $\sigma(w_k)=\sqrt{\E_i\|\nabla f_i(w_k)-\nabla f(w_k)\|^2}$
+    and $L(w_k)$. Claim 5 ({prf:ref}`fallah2020-thm-det-maml`, {prf:ref}`fallah2020-rem-step-size`).
+
+    Returns:
+        dict of numpy arrays (n, num_steps): ``beta``, ``loss``, ``grad_norm``, ``sigma``, ``Lw``.
+    """
+    num_steps = check_int("step_rule_runs", "num_steps", num_steps)
+    if (c is None) == (beta is None):
+        raise ValueError("step_rule_runs: give exactly one of 'c' (adaptive) and 'beta' (constant)")
+    value = c if c is not None else beta
+    check_positive("step_rule_runs", "c" if c is not None else "beta", value)
+    w0s = jnp.asarray(w0s)
+    dt = w0s.dtype
+    prog = _step_rule_program(loss, num_steps, c is not None)
+    out = prog(tasks, jnp.asarray(alpha, dt), jnp.asarray(L, dt), jnp.asarray(rho, dt), jnp.asarray(value, dt), w0s)
+    keys = ("beta", "loss", "grad_norm", "sigma", "Lw")
+    res = {k: np.asarray(v) for k, v in zip(keys, out)}
+    if not np.all(np.isfinite(res["grad_norm"])):
+        raise FloatingPointError("step_rule_runs: non-finite meta-gradient (the run diverged)")
+    return res
+
+
+def det_theorem_count_bound(loss_hist, grad_hist, sigma_hist, L, rho, alpha, c, eps):
+    r"""Measured and derived number of iterates with $\|\nabla F(w_k)\|>\epsilon$ ({prf:ref}`fallah2020-thm-det-maml`).
+
+    Bound: $(F(w_0)-F(w_T))\,(a+b\epsilon)/(c(1-c/2)\epsilon^2)$ with $m=2-(1+\alpha L)^2$,
+    $a=4L+2\rho\alpha\sigma/m$, $b=2\rho\alpha/m$ and $\sigma=\max_k\sigma(w_k)$ (the proof uses
+    {prf:ref}`fallah2020-asm-dissimilarity` only at the iterates). Needs $\alpha L<\sqrt2-1$.
+
+    Returns ``(measured, bound)`` for one run (1-d arrays over iterations).
+    """
+    m = 2.0 - (1.0 + alpha * L) ** 2
+    if m <= 0:
+        raise ValueError("det_theorem_count_bound: needs alpha*L < sqrt(2)-1")
+    sig = float(np.max(sigma_hist))
+    a, b = 4 * L + 2 * rho * alpha * sig / m, 2 * rho * alpha / m
+    drop = float(loss_hist[0] - loss_hist[-1])
+    return int(np.sum(np.asarray(grad_hist) > eps)), drop * (a + b * eps) / (c * (1 - c / 2) * eps**2)
+
+
+def hf_maml_target_grad(loss, params, episode, alpha, eps, rho):
+    r"""HF-MAML with the working perturbation $\delta_i=2\epsilon/(\alpha\rho\|v_i\|^2)$ (derived here).
+
+    By {prf:ref}`fallah2020-lem-fd-hvp` the central difference errs by at most $\frac\rho2\delta_i\|v_i\|^2$,
+    so $\alpha\|d_i-\nabla^2f_i v_i\|\le\epsilon$ for every task and the direction is within $\epsilon$ of
+    MAML's ({prf:ref}`fallah2020-prop-hf-delta`). Calls :func:`mathlib.hf_maml_grad` with that
+    (traced) $\delta_i$ and ``delta_rule="fixed"``; $v_i=0$ gives $\delta_i=1$ (any $\delta$ is exact then).
+    """
+    from mathlib._core import tree_norm
+    from mathlib._estimators import hf_maml_grad
+
+    g = jax.grad(loss)
+    w_ad = jax.tree_util.tree_map(lambda p, q: p - alpha * q, params, g(params, episode.support))
+    nv = tree_norm(g(w_ad, episode.query))
+    d = jnp.where(nv > 0, 2.0 * eps / (alpha * rho * jnp.where(nv > 0, nv, 1.0) ** 2), 1.0)
+    return hf_maml_grad(loss, params, episode, alpha, d, delta_rule="fixed")
+
+
+def hf_floor_bound(tasks, loss, alpha, w, delta, rho2):
+    r"""Derived floor of deterministic HF-MAML with a fixed $\delta$: $\alpha\frac{\rho_2}6\delta^2\,\E_i\|v_i\|^3$.
+
+    At an HF-MAML fixed point $\nabla F(w)=\alpha\E_i(d_i-\nabla^2f_iv_i)$, and each term is at most
+    $\frac{\rho_2}6\delta^2\|v_i\|^3$ ({prf:ref}`fallah2020-lem-fd-hvp`), $v_i=\nabla f_i(\tilde w_i)$ at ``w``.
+    """
+    g = jax.vmap(lambda t: jax.grad(loss)(w - alpha * jax.grad(loss)(w, t), t))(tasks)
+    return float(alpha * rho2 / 6 * delta**2 * jnp.mean(jnp.linalg.norm(g, axis=-1) ** 3))
+
+
+@functools.lru_cache(maxsize=None)
+def _hf_program(loss, kind: str, num_steps: int):
+    from mathlib._core import Episode
+    from mathlib._diagnostics import exact_meta_gradient
+    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, meta_gradient
+
+    def direction(w, ep, alpha, rho, h):
+        if kind == "maml":
+            return meta_gradient(maml_grad, loss, w, ep, alpha=alpha)
+        if kind == "fomaml":
+            return meta_gradient(fomaml_grad, loss, w, ep, alpha=alpha)
+        if kind == "fixed":
+            return meta_gradient(hf_maml_grad, loss, w, ep, alpha=alpha, delta=h)
+        if kind == "theorem":
+            return meta_gradient(hf_maml_grad, loss, w, ep, alpha=alpha, delta=1.0 / (6.0 * rho * alpha),
+                                 delta_rule="per_task")
+        return meta_gradient(hf_maml_target_grad, loss, w, ep, alpha=alpha, eps=h, rho=rho)  # "target"
+
+    def one(tasks, alpha, rho, beta, w0, h):
+        ep = Episode.deterministic(tasks)
+
+        def body(w, _):
+            return w - beta * direction(w, ep, alpha, rho, h), jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha))
+
+        return jax.lax.scan(body, w0, None, length=num_steps)
+
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, 0)))
+
+
+def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=(), targets=()):
+    r"""Deterministic MAML, FO-MAML and HF-MAML with several perturbation rules, one program per rule.
+
+    Rules: ``"maml"``, ``"fomaml"``, ``"theorem"`` ($\delta_i=1/(6\rho\alpha\|v_i\|)$), ``"delta=<d>"``
+    (fixed $\delta$, central, {prf:ref}`fallah2020-lem-fd-hvp`) for each of ``deltas``, and
+    ``"target=<e>"`` ($\delta_i=2\epsilon/(\alpha\rho\|v_i\|^2)$, :func:`hf_maml_target_grad`) for each
+    $\epsilon$ in ``targets``. Fixed $\delta$'s and targets are vmapped (traced), so one compilation
+    per rule serves every value and every task family of the same shape. Constant step ``beta``.
+    Claim 5.
+
+    Returns:
+        dict name -> numpy array of exact $\|\nabla F(w_k)\|$ ($k=0..T-1$), and ``"final_w"``: dict
+        name -> final parameters.
+    """
+    num_steps = check_int("hf_rule_runs", "num_steps", num_steps)
+    check_positive("hf_rule_runs", "rho", rho)
+    w0 = jnp.asarray(w0)
+    dt = w0.dtype
+    args = (tasks, jnp.asarray(alpha, dt), jnp.asarray(rho, dt), jnp.asarray(beta, dt), w0)
+    out, finals = {}, {}
+    plan = [("maml", "maml", [1.0]), ("fomaml", "fomaml", [1.0]), ("theorem", "theorem", [1.0])]
+    if len(deltas):
+        plan.append(("fixed", "delta={:g}", list(deltas)))
+    if len(targets):
+        plan.append(("target", "target={:g}", list(targets)))
+    for kind, name, vals in plan:
+        w, hist = _hf_program(loss, kind, num_steps)(*args, jnp.asarray(vals, dt))
+        for j, v in enumerate(vals):
+            nm = name.format(v) if "{" in name else name
+            out[nm], finals[nm] = np.asarray(hist[j]), w[j]
+    out["final_w"] = finals
+    return out
