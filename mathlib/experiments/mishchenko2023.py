@@ -224,7 +224,7 @@ def quadratic_sstep_curves(tasks, lam, s_values, beta, num_steps: int, w0=None):
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5))
-def _stochastic_runs(tasks, lam, w_star, s, num_steps, burn_in, betas, taus, keys):
+def _stochastic_runs(tasks, lam, w_star, s, num_steps, burn_in, betas, taus, keys, w0):
     n = tasks.A.shape[0]
     G = tasks.A @ sstep_polynomial(tasks.A, lam, s)
     Gb = jnp.einsum("nij,nj->ni", G, tasks.b)
@@ -239,7 +239,7 @@ def _stochastic_runs(tasks, lam, w_star, s, num_steps, burn_in, betas, taus, key
             return (w, acc + jnp.sum((w - w_star) ** 2)), None
 
         ks = jax.random.split(key, num_steps)
-        (w, _), _ = jax.lax.scan(lambda c, k: (step(c, k)[0], None), (w_star, 0.0), ks[:burn_in])
+        (w, _), _ = jax.lax.scan(lambda c, k: (step(c, k)[0], None), (w0, 0.0), ks[:burn_in])
         (w, acc), _ = jax.lax.scan(step, (w, 0.0), ks[burn_in:])
         return acc / (num_steps - burn_in)
 
@@ -248,7 +248,8 @@ def _stochastic_runs(tasks, lam, w_star, s, num_steps, burn_in, betas, taus, key
 
 def quadratic_stochastic_runs(tasks, lam, s: int, betas, taus, num_steps: int, burn_in: int, seeds):
     r"""Mean of $\|w_k-w^\star\|^2$ over steps ``burn_in..num_steps`` of the stochastic $s$-step method
-    ($\tau$ tasks per step, uniformly without replacement, constant $\beta$, started at $w^\star$).
+    ($\tau=B$ tasks per step, uniformly without replacement, constant $\beta$, started at the
+    full-batch fixed point $w_s$, where the iterates' mean stays).
 
     Returns an array of shape ``(len(betas), len(taus), len(seeds))``; one compilation for the grid.
     """
@@ -257,7 +258,7 @@ def quadratic_stochastic_runs(tasks, lam, s: int, betas, taus, num_steps: int, b
     keys = jax.vmap(jax.random.key)(jnp.asarray(S.ravel()))
     w_star = ml.quadratic_moreau_minimizer(tasks, lam)
     out = _stochastic_runs(tasks, lam, w_star, int(s), int(num_steps), int(burn_in), jnp.asarray(B.ravel()),
-                           jnp.asarray(T.ravel(), jnp.float64), keys)
+                           jnp.asarray(T.ravel(), jnp.float64), keys, quadratic_sstep_fixed_point(tasks, lam, int(s)))
     return np.asarray(out).reshape(B.shape)
 
 
