@@ -100,7 +100,7 @@ def test_claim4_variance_floor_scales_with_beta_and_batch_empirical(executed):
     assert 0.8 <= r["mishchenko2023-st-slope-beta-min"] <= r["mishchenko2023-st-slope-beta-max"] <= 1.2
     assert 0.7 <= r["mishchenko2023-st-cB-ratio-min"] <= r["mishchenko2023-st-cB-ratio-max"] <= 1.3
     assert r["mishchenko2023-st-gain-full"] > 10.0  # full batch: the bias floor drops with s
-    assert r["mishchenko2023-st-gain-B1"] < 1.5     # one task per step: variance dominates, s barely helps
+    assert 0.5 < r["mishchenko2023-st-gain-B1"] < 1.5  # one task per step: variance dominates, s does not help
     if r["mishchenko2023-st-bound-cells"] > 0:
         assert r["mishchenko2023-st-bound-slack"] >= 1.0  # implementation check of the theorem
 
@@ -120,7 +120,7 @@ def test_claim5_imaml_counterexample_implementation_check(executed):
 def test_claim5_smooth_variant_curvature_unbounded_empirical(executed):
     """Empirical claim: min g'' of the smooth variant grows like 1/eps, at the predicted leading order."""
     r = executed("mishchenko2023/05-imaml")
-    assert -1.1 <= r["mishchenko2023-im-eps-slope"] <= -0.9 or 0.9 <= r["mishchenko2023-im-eps-slope"] <= 1.1
+    assert -1.1 <= r["mishchenko2023-im-eps-slope"] <= -0.9  # -min g'' ~ 1/eps
     assert r["mishchenko2023-im-curv-eps-min"] < -10.0
     assert abs(r["mishchenko2023-im-pred-ratio"] - 1) < 0.1
 
