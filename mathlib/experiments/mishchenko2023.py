@@ -431,7 +431,15 @@ def smooth_kink_min_curvature(lam, L, eps, num: int = 20001, width: float = 30.0
     $g''=\frac{d g'/dp}{1+\lambda f''(p)}$; minimum over $p\in1\pm\text{width}\cdot\varepsilon$.
     Returns ``(min g'', x at the minimum)``.
     """
-    p = 1.0 + eps * jnp.linspace(-width, width, num, dtype=jnp.float64)
+    u = jnp.linspace(-width, width, num, dtype=jnp.float64)
+    vals, xs = _smooth_kink_curvature(u, float(lam), float(L), float(eps))
+    i = int(jnp.argmin(vals))
+    return float(vals[i]), float(xs[i])
+
+
+@jax.jit
+def _smooth_kink_curvature(u, lam, L, eps):
+    p = 1.0 + eps * u
 
     def gprime(q):
         fp, fpp = _smooth_parts(q, L, eps)
@@ -440,10 +448,8 @@ def smooth_kink_min_curvature(lam, L, eps, num: int = 20001, width: float = 30.0
     def gsecond(q):
         return jax.grad(gprime)(q) / (1 + lam * _smooth_parts(q, L, eps)[1])
 
-    vals = jax.vmap(gsecond)(p)
-    i = int(jnp.argmin(vals))
-    fp, _ = _smooth_parts(p[i], L, eps)
-    return float(vals[i]), float(p[i] + lam * fp)
+    fp, _ = _smooth_parts(p, L, eps)
+    return jax.vmap(gsecond)(p), p + lam * fp
 
 
 def smooth_kink_prediction(lam, L, eps):
