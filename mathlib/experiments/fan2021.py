@@ -184,7 +184,9 @@ def find_jumps(ts, values, slopes, pattern):
     The jump in cell $[t_j,t_{j+1}]$ is the increment minus its smooth part,
     $\Delta_j = F(t_{j+1})-F(t_j) - \tfrac12(s_j+s_{j+1})(t_{j+1}-t_j)$ (trapezoid on the a.e.
     slopes $s$). Cells without a pattern change give the same quantity as a *smoothness residual*
-    (it is $O(h^3)$ there for a smooth piece). Returns ``(jump_ts, jumps, residual_max)``.
+    (it is $O(h^3)$ there for a smooth piece). In a cell with a jump the estimate is exact for a
+    quadratic loss when the flip is at the cell midpoint, and off by $O(\alpha h)$ otherwise.
+    Returns ``(jump_ts, jumps, residual_max)``.
     """
     ts, values, slopes = (np.asarray(a, float) for a in (ts, values, slopes))
     h = np.diff(ts)
@@ -394,8 +396,8 @@ def meta_train_eval(method: str, alphas, seeds, splits: dict, X, *, n_way: int =
     (learning rate ``lr``, ``meta_batch`` tasks per step, ``steps`` inner steps, estimator of
     ``method``), then adapted on ``eval_tasks`` meta-test tasks with ``test_steps`` steps of the
     method's own inner rule (GD, or sign steps for ``"sign_maml"``) and scored on their query sets.
-    ``num_steps=0`` gives the no-meta-training baseline (random initialisation, same test-time
-    adaptation). One compiled program per (method, shapes) covers every split, $\alpha$ and seed.
+    ``lr=0`` gives the no-meta-training baseline (the parameters stay at their random
+    initialisation; same test-time adaptation) from the same compiled program. One compiled program per (method, shapes) covers every split, $\alpha$ and seed.
 
     Returns a numpy array ``(len(splits), len(alphas), len(seeds))`` of mean query accuracies, the
     splits in the order of ``splits``.
@@ -450,7 +452,7 @@ def sinusoid_meta_train_eval(method: str, alphas, seeds, *, hidden: int = 40, st
     Meta-training as :func:`meta_train_eval` on :func:`mathlib.sample_sinusoid_episodes`
     (``k_shot`` support and query points); evaluation on the fixed tasks of
     :func:`mathlib.sinusoid_eval_set` (``k_shot`` support points, MSE on a 100-point grid) after
-    ``steps`` steps of the method's inner rule. ``num_steps=0``: no meta-training.
+    ``steps`` steps of the method's inner rule. ``lr=0``: no meta-training (same compiled program).
 
     Returns a numpy array ``(len(alphas), len(seeds))`` of mean post-adaptation MSEs.
     """
