@@ -235,8 +235,10 @@ def cost_table(steps_list, *, hidden: int = 256, n_way: int = 5, k_shot: int = 1
 
     One jitted ``meta_gradient`` per (method, $K$) on an MLP 64-H-H-N (float32) with a meta-batch of
     N-way K-shot episodes (random inputs: cost does not depend on the values). Timing: after a
-    warm-up call, the median over ``reps`` calls of ``block_until_ready`` wall time, the methods
-    interleaved call by call so that load on the machine affects them alike. Memory: the compiled
+    warm-up call, ``block_until_ready`` wall time of ``reps`` calls, the methods
+    interleaved call by call so that load on the machine affects them alike, and the
+    *minimum* over ``reps`` calls is reported (contention only adds time, so the minimum is the
+    most stable estimate of the program's own cost on a shared machine). Memory: the compiled
     program's ``memory_analysis()``: ``temp`` (XLA scratch/live intermediates, bytes) and
     ``peak`` = temp + arguments + outputs.
 
@@ -264,7 +266,7 @@ def cost_table(steps_list, *, hidden: int = 256, n_way: int = 5, k_shot: int = 1
             times[k].append(time.perf_counter() - t0)
     return {
         m: {
-            "time": np.array([np.median(times[m, K]) for K in steps_list]),
+            "time": np.array([np.min(times[m, K]) for K in steps_list]),
             "temp": np.array([mem[m, K][0] for K in steps_list], float),
             "peak": np.array([mem[m, K][1] for K in steps_list], float),
         }
