@@ -7,7 +7,6 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import mathlib as ml
 from mathlib.experiments import fan2021 as ex
@@ -94,8 +93,7 @@ def test_mean_ci():
     assert m == 2.0 and abs(h - 1.96 / np.sqrt(3)) < 1e-12
 
 
-@pytest.mark.parametrize("method", ["fomaml", "sign_maml"])
-def test_meta_train_zero_lr_is_initialisation(method):
+def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
     # lr = 0 leaves the initialisation: two runs with different step counts give the same accuracy
     X, splits = ex.digits_splits(0)
     kw = dict(k_shot=1, steps=1, test_steps=1, eval_tasks=20, hidden=8, lr=0.0)
