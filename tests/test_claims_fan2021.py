@@ -1,0 +1,116 @@
+"""Claims of the chapter on Fan, Ram, Liu (2021), Sign-MAML; one test per claim.
+
+Each test reads the quantities its notebook recorded in quick mode (``executed`` fixture,
+``tests/conftest.py``) and asserts the claim with a tolerance that fails if the effect is gone.
+Book pages: ``book/fan2021/experiments.md`` (numbers) and ``reproducibility.md`` (negatives).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_claim1_identity_jacobian(executed):
+    """Implementation check: autodiff through K sign steps is the first-order gradient, J = I exactly."""
+    r = executed("fan2021/01-exactness-and-jumps")
+    assert r["fan2021-ex-nk"] >= 3
+    assert r["fan2021-ex-autodiff-max"] == 0.0
+    assert r["fan2021-ex-jac-max"] == 0.0
+    # contrast: with a GD inner loop, dropping the Jacobian is not exact (relative gap >= 1 %)
+    assert r["fan2021-ex-maml-fo-gap-min"] > 1e-2
+
+
+def test_claim1_finite_difference(executed):
+    """Empirical claim: a central finite difference of the piecewise objective agrees with the
+    first-order gradient inside a piece (float64, delta = 1e-6: error at the O(delta^2) + round-off level)."""
+    r = executed("fan2021/01-exactness-and-jumps")
+    assert r["fan2021-ex-fd-same-piece"] >= r["fan2021-ex-nk"] - 1
+    assert r["fan2021-ex-fd-max"] < 1e-6
+
+
+def test_claim2_jumps(executed):
+    """Empirical claim: the Sign-MAML objective jumps along a line (MAML's is smooth), jumps ~ alpha."""
+    r = executed("fan2021/01-exactness-and-jumps")
+    assert r["fan2021-line-nonzero-jumps"] >= 5
+    # jumps are not discretisation: many orders of magnitude above the smooth residual
+    assert r["fan2021-line-jump-over-resid"] > 1e6
+    # second differences: O(alpha) jumps against O(h^2) smooth curvature
+    assert r["fan2021-line-d2-ratio"] > 1e3
+    # linear in alpha to leading order (a constant or quadratic scaling would fail)
+    assert 0.7 <= r["fan2021-jump-alpha-slope"] <= 1.3
+    assert r["fan2021-jump-count-min"] >= 5
+
+
+def test_claim3_cost(executed):
+    """Empirical claim: Sign-MAML costs what FO-MAML costs; MAML's time and memory grow with K.
+
+    Memory is XLA's compiled plan (deterministic); times are the fastest of interleaved calls on a
+    shared machine, so the time assertions have wide margins.
+    """
+    r = executed("fan2021/02-cost")
+    assert r["fan2021-cost-kmax"] >= 8
+    # memory: Sign-MAML's plan is FO-MAML's; MAML's is several times larger at the largest K and grows with K
+    assert r["fan2021-cost-mem-sign-fo-maxdev"] < 0.05
+    assert r["fan2021-cost-mem-maml-fo-kmax"] > 2.0
+    assert r["fan2021-cost-mem-maml-growth"] > 2.0 * r["fan2021-cost-mem-fo-growth"]
+    # time (noisy on a shared machine): Sign/FO within a factor 1.5 (median over K) and 2 at every K;
+    # MAML/FO > 2 at the largest K and larger than at K = 1
+    assert 1 / 1.5 < r["fan2021-cost-time-sign-fo-median"] < 1.5
+    assert r["fan2021-cost-time-sign-fo-maxdev"] < 0.693  # |log ratio| < log 2
+    assert r["fan2021-cost-time-maml-fo-kmax"] > 2.0
+    assert r["fan2021-cost-time-maml-fo-kmax"] > r["fan2021-cost-time-maml-fo-kmin"]
+
+
+def _gap(r, k, split, a, b):
+    """Lower end of (mean_a - mean_b) with both 95 % half-widths subtracted (conservative)."""
+    pre = f"fan2021-digits-{k}shot-{split}"
+    return (r[f"{pre}-{a}"] - r[f"{pre}-{a}-ci"]) - (r[f"{pre}-{b}"] + r[f"{pre}-{b}-ci"])
+
+
+def test_claim4_digits_image_split_ordering(executed):
+    """Empirical claim (control split, by image): meta-learning beats no meta-training for every
+    method, and MAML > FO-MAML > Sign-MAML, each gap beyond the seeds' confidence intervals."""
+    r = executed("fan2021/03-digits")
+    assert r["fan2021-digits-nseeds"] >= 3
+    for k in (1, 5):
+        for m in ("maml", "fomaml", "sign_maml"):
+            assert _gap(r, k, "image", m, "base") > 0.02
+        assert _gap(r, 1, "image", "maml", "fomaml") > 0.0
+        assert _gap(r, k, "image", "fomaml", "sign_maml") > 0.0
+        # the paired Sign - FO difference is negative beyond its CI
+        pre = f"fan2021-digits-{k}shot-image-sign-minus-fo"
+        assert r[pre] + r[pre + "-ci"] < 0.0
+
+
+def test_claim4_digits_class_split(executed):
+    """Empirical claim (split by class, digits 0-4 -> 5-9): Sign-MAML beats FO-MAML (paired, beyond
+    the CI), while MAML and FO-MAML do not beat the network without meta-training in 1-shot."""
+    r = executed("fan2021/03-digits")
+    for k in (1, 5):
+        pre = f"fan2021-digits-{k}shot-class-sign-minus-fo"
+        assert r[pre] - r[pre + "-ci"] > 0.0
+    for m in ("maml", "fomaml"):
+        assert r[f"fan2021-digits-1shot-class-{m}"] < r["fan2021-digits-1shot-class-base"]
+
+
+def test_claim4_alpha_sensitivity(executed):
+    """Empirical claim: the best sign step is an order of magnitude below the best GD step, and the
+    largest sign step on the grid loses most of Sign-MAML's gain while FO-MAML at its largest step does not collapse."""
+    r = executed("fan2021/03-digits")
+    assert r["fan2021-alpha-best-image-sign_maml"] <= r["fan2021-alpha-best-image-fomaml"] / 5
+    assert r["fan2021-alpha-best-image-sign_maml"] <= r["fan2021-alpha-best-image-maml"] / 5
+    best = r["fan2021-alpha-best-acc-image-sign_maml"]
+    base = r["fan2021-digits-1shot-image-base"]
+    assert r["fan2021-alpha-sign-at-largest-image"] < base + 0.5 * (best - base)
+    assert r["fan2021-alpha-fo-at-largest-image"] > base + 0.05
+
+
+def test_claim5_sinusoid(executed):
+    """Empirical claim: on sinusoid regression every meta-trained method beats no meta-training, and
+    Sign-MAML (at its best grid step) is within 25 % of FO-MAML's error (neither clearly better in quick mode)."""
+    r = executed("fan2021/04-sinusoid")
+    for m in ("maml", "fomaml", "sign_maml"):
+        assert r[f"fan2021-sin-{m}-max"] < r["fan2021-sin-base-min"]
+    assert 0.75 < r["fan2021-sin-sign-over-fo"] < 1.25

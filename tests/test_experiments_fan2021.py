@@ -1,0 +1,103 @@
+"""Unit tests of the fan2021 chapter drivers (``mathlib/experiments/fan2021.py``): closed forms, fast."""
+
+from __future__ import annotations
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+
+import mathlib as ml
+from mathlib.experiments import fan2021 as ex
+
+
+def test_exactness_check_identity_and_contrast():
+    loss, ep = ex.linreg_problem(jax.random.key(0), 4, 10)
+    w = jnp.linalg.lstsq(*ep.support)[0] + 0.3
+    c = ex.exactness_check(loss, w, ep, 0.05, 3)
+    assert c["autodiff_vs_fo"] == 0.0
+    assert c["jac_minus_identity"] == 0.0
+    assert c["fd_same_piece"] and c["fd_vs_grad"] < 1e-6
+    assert c["maml_vs_fomaml"] > 1e-3
+
+
+def test_jump_formula_one_dimension():
+    # f(w; D) = a/2 (w - b)^2 with support centre bs and query centre bq: one flip at w = bs,
+    # jump = a/2[(bs-alpha-bq)^2 - (bs+alpha-bq)^2] = -2 a alpha (bs - bq) exactly (Exercise 1)
+    a, bs, bq, alpha = 1.7, 0.3005, -0.4, 0.05  # bs at a cell midpoint: the trapezoid is then exact
+
+    def loss(w, b):
+        return 0.5 * a * jnp.sum((w - b) ** 2)
+
+    ep = ml.Episode(jnp.array([bs]), jnp.array([bq]), None)
+    ts = np.linspace(-1.0, 1.0, 2001)
+    prof = ex.line_profile(loss, jnp.zeros(1), ep, jnp.ones(1), ts, alpha, 1)
+    jt, jumps, resid = ex.find_jumps(ts, prof["sign"], prof["sign_slope"], prof["pattern"])
+    assert len(jumps) == 1
+    assert abs(jt[0] - bs) < 1e-3
+    np.testing.assert_allclose(jumps[0], -2 * a * alpha * (bs - bq), rtol=1e-9)
+    assert resid < 1e-12
+    # the MAML objective has no jump: second differences O(h^2)
+    assert np.abs(np.diff(prof["maml"], 2)).max() < 1e-4
+
+
+def test_jump_sizes_linear_in_alpha_for_quadratic():
+    a, bs, bq = 1.0, 0.20025, -0.5  # at a cell midpoint of the grid
+
+    def loss(w, b):
+        return 0.5 * a * jnp.sum((w - b) ** 2)
+
+    ep = ml.Episode(jnp.array([bs]), jnp.array([bq]), None)
+    alphas = np.array([0.01, 0.02, 0.04])
+    js = ex.jump_sizes_vs_alpha(loss, jnp.zeros(1), ep, jnp.ones(1), np.linspace(-1, 1, 4001), alphas, 1)
+    np.testing.assert_allclose(js["median"], 2 * a * alphas * abs(bs - bq), rtol=1e-9)
+    assert abs(ex.fit_loglog_slope(alphas, js["median"]) - 1.0) < 1e-9
+
+
+def test_nway_episodes_classes_pool_and_labels():
+    X, splits = ex.digits_splits(0)
+    y = np.asarray(ml.digits_dataset().y)
+    tab = splits["class"]["test"]
+    ep = ex.nway_episodes(jax.random.key(3), 4, X, *tab, 5, 2, 3)
+    xs, ls = ep.support
+    xq, lq = ep.query
+    assert xs.shape == (4, 10, 64) and xq.shape == (4, 15, 64)
+    np.testing.assert_array_equal(np.asarray(ls[0]), np.repeat(np.arange(5), 2))
+    # recover the image indices: rows of X are unique
+    Xn = np.asarray(X)
+    for t in range(4):
+        rows = np.concatenate([np.asarray(xs[t]), np.asarray(xq[t])])
+        idx = [int(np.flatnonzero((Xn == r).all(1))[0]) for r in rows]
+        assert len(set(idx)) == len(idx)  # distinct images
+        assert set(y[idx]) == {5, 6, 7, 8, 9}  # meta-test classes only
+        labs = np.concatenate([np.asarray(ls[t]), np.asarray(lq[t])])
+        for lab in range(5):  # one digit per label
+            assert len(set(y[np.array(idx)[labs == lab]])) == 1
+
+
+def test_digits_splits_disjoint():
+    _, splits = ex.digits_splits(0)
+    for name in ("class", "image"):
+        tr, te = splits[name]["train"], splits[name]["test"]
+        for c in range(10):
+            a = set(np.asarray(tr[0][c, : int(tr[1][c])]).tolist())
+            b = set(np.asarray(te[0][c, : int(te[1][c])]).tolist())
+            assert not a & b
+    assert np.asarray(splits["class"]["train"][2]).tolist() == [True] * 5 + [False] * 5
+    assert np.asarray(splits["image"]["test"][2]).all()
+
+
+def test_mean_ci():
+    m, h = ex.mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and abs(h - 1.96 / np.sqrt(3)) < 1e-12
+
+
+def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
+    # lr = 0 leaves the initialisation: two runs with different step counts give the same accuracy
+    X, splits = ex.digits_splits(0)
+    kw = dict(k_shot=1, steps=1, test_steps=1, eval_tasks=20, hidden=8, lr=0.0)
+    a = ex.meta_train_eval(method, [0.1], [0], splits, X, num_steps=2, **kw)
+    b = ex.meta_train_eval(method, [0.1], [0], splits, X, num_steps=3, **kw)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (2, 1, 1)
