@@ -101,34 +101,49 @@ def digits_episodes(key, num_tasks: int, n_way: int = 5, k_shot: int = 5, k_quer
 
 
 # =============================================================================== claim 1
-def jacobian_path(loss: ml.HeadLoss, params, batch, alpha, steps: int):
-    r"""Inner Jacobian $J_t=\partial h^t/\partial h^0=\prod_{s<t}(I-\alpha H_s)$ along $N$ head steps.
-
-    $H_s=\nabla_h^2\ell(\phi,h^s;S)$ (dense, on the flattened head). Claim 1.
-
-    Returns:
-        dict of numpy arrays of length ``steps + 1`` (index $t$): ``"jac_norm"`` ($\|J_t\|_2$),
-        ``"lam_min"``, ``"lam_max"`` (extreme eigenvalues of $H_t$) and ``"loss"``.
-    """
-    steps = check_int("jacobian_path", "steps", steps)
+def _jacobian_path_arrays(loss, params, batch, alpha, steps):
     feats = loss.features(params["body"], batch)
     u0, unravel = ravel_pytree(params["head"])
     f = lambda u: loss.head_loss(unravel(u), feats)  # noqa: E731
     g, hess = jax.grad(f), jax.hessian(f)
     eye = jnp.eye(u0.size, dtype=u0.dtype)
 
+    def rec(u, J):
+        ev = jnp.linalg.eigvalsh(hess(u))
+        return jnp.stack([jnp.linalg.norm(J, 2), ev[0], ev[-1], f(u)])
+
     def body(carry, _):
         u, J = carry
-        H = hess(u)
-        ev = jnp.linalg.eigvalsh(H)
-        rec = (jnp.linalg.norm(J, 2), ev[0], ev[-1], f(u))
-        return (u - alpha * g(u), (eye - alpha * H) @ J), rec
+        return (u - alpha * g(u), (eye - alpha * hess(u)) @ J), rec(u, J)
 
     (uN, JN), recs = jax.lax.scan(body, (u0, eye), None, length=steps)
-    ev = jnp.linalg.eigvalsh(hess(uN))
-    last = (jnp.linalg.norm(JN, 2), ev[0], ev[-1], f(uN))
-    out = [np.append(np.asarray(r), np.asarray(x)) for r, x in zip(recs, last)]
-    return dict(zip(("jac_norm", "lam_min", "lam_max", "loss"), out))
+    return jnp.concatenate([recs, rec(uN, JN)[None]], axis=0)  # (steps + 1, 4)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _jacobian_paths(loss, params, batches, alpha, steps):
+    return jax.vmap(lambda p, b: _jacobian_path_arrays(loss, p, b, alpha, steps))(params, batches)
+
+
+def jacobian_path(loss: ml.HeadLoss, params, batch, alpha, steps: int):
+    r"""Inner Jacobian $J_t=\partial h^t/\partial h^0=\prod_{s<t}(I-\alpha H_s)$ along $N$ head steps.
+
+    $H_s=\nabla_h^2\ell(\phi,h^s;S)$ (dense, on the flattened head). Claim 1
+    (Book: {prf:ref}`ji2020-lem-jacobian`). With a leading axis on the leaves of ``params`` *and*
+    ``batch`` (several tasks), every output gets that leading axis (one compiled ``vmap``).
+
+    Returns:
+        dict of numpy arrays with last axis of length ``steps + 1`` (index $t$): ``"jac_norm"``
+        ($\|J_t\|_2$), ``"lam_min"``, ``"lam_max"`` (extreme eigenvalues of $H_t$), ``"loss"``.
+    """
+    steps = check_int("jacobian_path", "steps", steps)
+    batched = jnp.ndim(params["head"][0]["w"]) == 3  # (tasks, in, out) weights
+    if batched:
+        out = np.asarray(_jacobian_paths(loss, params, batch, alpha, steps))
+    else:
+        one = lambda t: jax.tree_util.tree_map(lambda x: x[None], t)  # noqa: E731
+        out = np.asarray(_jacobian_paths(loss, one(params), one(batch), alpha, steps))[0]
+    return {k: out[..., j] for j, k in enumerate(("jac_norm", "lam_min", "lam_max", "loss"))}
 
 
 # =============================================================================== masked N (claims 2, 3)
@@ -189,15 +204,8 @@ def anil_grad_recursion(loss: ml.HeadLoss, params, episode, alpha, steps: int):
     return {"body": g_phi, "head": v}
 
 
-def implicit_body_grad(loss: ml.HeadLoss, params, episode, newton_steps: int = 30):
-    r"""Implicit (bilevel) body gradient $\nabla_\phi\ell(\phi,h^*;D)-G^*\,(H^*)^{-1}\nabla_h\ell(\phi,h^*;D)$.
-
-    $h^*=\arg\min_h\ell(\phi,h;S)$ by ``newton_steps`` Newton steps from ``params["head"]`` (dense
-    Hessian of the flattened head; needs a strongly convex head loss). Claim 3.
-
-    Returns:
-        ``(g_phi, h_star, grad_norm_at_h_star)``.
-    """
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _implicit_body_grad(loss, params, episode, newton_steps):
     body = params["body"]
     fs = loss.features(body, episode.support)
     u0, unravel = ravel_pytree(params["head"])
@@ -220,6 +228,24 @@ def implicit_body_grad(loss: ml.HeadLoss, params, episode, newton_steps: int = 3
     return g_phi, h_star, jnp.linalg.norm(jax.grad(f)(u_star))
 
 
+def implicit_body_grad(loss: ml.HeadLoss, params, episode, newton_steps: int = 30):
+    r"""Implicit (bilevel) body gradient $\nabla_\phi\ell(\phi,h^*;D)-M^{*\top}(H^*)^{-1}\nabla_h\ell(\phi,h^*;D)$.
+
+    $h^*=\arg\min_h\ell(\phi,h;S)$ by ``newton_steps`` Newton steps from ``params["head"]`` (dense
+    Hessian of the flattened head; needs a strongly convex head loss). Claim 3
+    (Book: {prf:ref}`ji2020-lem-implicit-limit`).
+
+    Returns:
+        ``(g_phi, h_star, grad_norm_at_h_star)``.
+    """
+    return _implicit_body_grad(loss, params, episode, check_int("implicit_body_grad", "newton_steps", newton_steps))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _grads_over_n(loss, params, episode, alpha, ns, n_max):
+    return jax.vmap(lambda n: masked_anil_grad(loss, params, episode, alpha, n, n_max))(ns)
+
+
 def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: int | None = None):
     r"""Relative error $\|g_\phi(N)-g_\phi^{\rm impl}\|/\|g_\phi^{\rm impl}\|$ and $\|g_h(N)\|$ over ``ns``.
 
@@ -232,7 +258,7 @@ def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: i
     ns = np.asarray(ns, dtype=int)
     n_max = int(ns.max()) if n_max is None else check_int("implicit_error_sweep", "n_max", n_max)
     g_impl, h_star, res = implicit_body_grad(loss, params, episode)
-    grads = jax.jit(jax.vmap(lambda n: masked_anil_grad(loss, params, episode, alpha, n, n_max)))(jnp.asarray(ns))
+    grads = _grads_over_n(loss, params, episode, alpha, jnp.asarray(ns), n_max)
     gi, _ = ravel_pytree(g_impl)
     body_flat = jax.vmap(lambda g: ravel_pytree(g["body"])[0])(grads)
     head_flat = jax.vmap(lambda g: ravel_pytree(g["head"])[0])(grads)
