@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
@@ -57,11 +58,11 @@ def test_jacobian_path_matches_jacfwd_of_adapt_head():
     loss = ex.head_loss(0.0)
     p, ep = _params(jax.random.key(4), (5,)), _episode(jax.random.key(5))
     r = ex.jacobian_path(loss, p, ep.support, 0.7, 5)
-    u0, unravel = jax.flatten_util.ravel_pytree(p["head"])
+    u0, unravel = ravel_pytree(p["head"])
 
     def adapt(u):
         out = ml.adapt_head(loss, {"body": p["body"], "head": unravel(u)}, ep.support, 0.7, 5)
-        return jax.flatten_util.ravel_pytree(out["head"])[0]
+        return ravel_pytree(out["head"])[0]
 
     J = jax.jacfwd(adapt)(u0)
     assert r["jac_norm"][-1] == pytest.approx(float(jnp.linalg.norm(J, 2)), rel=1e-10)
