@@ -1,0 +1,130 @@
+"""Unit tests for the ANIL chapter's drivers (``mathlib.experiments.ji2020``): small, float64, closed forms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+import numpy as np
+import pytest
+
+import mathlib as ml
+from mathlib.experiments import ji2020 as ex
+
+N_WAY, D_IN, D_Z = 3, 6, 4
+
+
+def _episode(key, n_sup=6, n_qry=9):
+    kx, ky, kq, kr = jax.random.split(key, 4)
+    xs = jax.random.normal(kx, (n_sup, D_IN), jnp.float64)
+    xq = jax.random.normal(kq, (n_qry, D_IN), jnp.float64)
+    ys = jnp.arange(n_sup) % N_WAY
+    yq = jnp.arange(n_qry) % N_WAY
+    return ml.Episode((xs, ys), (xq, yq))
+
+
+def _params(key, head_hidden=()):
+    return ex.init_params(key, dims=(D_IN, D_Z), n_way=N_WAY, head_hidden=head_hidden, dtype=jnp.float64)
+
+
+def _rel(a, b):
+    return float(ml.tree_norm(ml.tree_sub(a, b)) / ml.tree_norm(b))
+
+
+@pytest.mark.parametrize("head_hidden,l2", [((), 0.1), ((5,), 0.0)])
+def test_masked_and_recursion_equal_core_anil_grad(head_hidden, l2):
+    loss = ex.head_loss(l2)
+    p, ep = _params(jax.random.key(0), head_hidden), _episode(jax.random.key(1))
+    ref = ml.anil_grad(loss, p, ep, alpha=0.5, steps=4)
+    assert _rel(ex.masked_anil_grad(loss, p, ep, 0.5, 4, 9), ref) < 1e-12
+    assert _rel(ex.anil_grad_recursion(loss, p, ep, 0.5, 4), ref) < 1e-12
+    # N = 0 in the masked scan: no adaptation at all
+    g0 = ex.masked_anil_grad(loss, p, ep, 0.5, 0, 3)
+    assert _rel(g0, jax.grad(loss)(p, ep.query)) < 1e-12
+
+
+def test_jacobian_path_strongly_convex_attains_envelope():
+    # softmax is shift invariant: the L2 term alone acts on the shift directions, so the
+    # envelope (1 - alpha*l2)^t is attained exactly when alpha <= 2 / (L + l2)
+    l2, alpha = 0.2, 0.8
+    r = ex.jacobian_path(ex.head_loss(l2), _params(jax.random.key(2)), _episode(jax.random.key(3)).support, alpha, 12)
+    t = np.arange(13)
+    np.testing.assert_allclose(r["jac_norm"], (1 - alpha * l2) ** t, rtol=1e-10)
+    assert r["lam_min"].min() == pytest.approx(l2, rel=1e-8)
+    assert r["lam_max"].max() <= 1.0 + l2  # the derived smoothness bound for unit features
+
+
+def test_jacobian_path_matches_jacfwd_of_adapt_head():
+    loss = ex.head_loss(0.0)
+    p, ep = _params(jax.random.key(4), (5,)), _episode(jax.random.key(5))
+    r = ex.jacobian_path(loss, p, ep.support, 0.7, 5)
+    u0, unravel = ravel_pytree(p["head"])
+
+    def adapt(u):
+        out = ml.adapt_head(loss, {"body": p["body"], "head": unravel(u)}, ep.support, 0.7, 5)
+        return ravel_pytree(out["head"])[0]
+
+    J = jax.jacfwd(adapt)(u0)
+    assert r["jac_norm"][-1] == pytest.approx(float(jnp.linalg.norm(J, 2)), rel=1e-10)
+
+
+def test_implicit_body_grad_matches_finite_differences():
+    loss = ex.head_loss(0.3)
+    p, ep = _params(jax.random.key(6)), _episode(jax.random.key(7))
+    g, h_star, res = ex.implicit_body_grad(loss, p, ep)
+    assert res < 1e-12
+
+    def outer(body):  # phi -> l_D(phi, h*(phi)), h*(phi) by Newton
+        _, hs, _ = ex.implicit_body_grad(loss, {"body": body, "head": p["head"]}, ep)
+        return loss({"body": body, "head": hs}, ep.query)
+
+    v = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.key(8), x.shape, x.dtype), p["body"])
+    d = 1e-5
+    fd = (outer(ml.tree_axpy(d, v, p["body"])) - outer(ml.tree_axpy(-d, v, p["body"]))) / (2 * d)
+    assert float(ml.tree_vdot(g, v)) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_implicit_error_sweep_decays_and_reports_rates():
+    loss = ex.head_loss(0.3)
+    p, ep = _params(jax.random.key(9)), _episode(jax.random.key(10))
+    ns = np.arange(1, 41)
+    r = ex.implicit_error_sweep(loss, p, ep, 1.0, ns)
+    assert r["rel_err"][-1] < 1e-3 * r["rel_err"][0]
+    assert r["rho_head"] == pytest.approx(1 - 1.0 * 0.3, rel=1e-8)  # the L2 weight is the smallest curvature
+    assert r["rho_body"] <= r["rho_head"] + 1e-12
+    assert r["n_invisible"] == D_Z + 1  # one shift direction per feature coordinate and the bias
+
+
+def test_fit_geometric_ratio_exact():
+    n = np.arange(1, 20)
+    assert ex.fit_geometric_ratio(n, 3.0 * 0.7**n) == pytest.approx(0.7, rel=1e-12)
+    assert ex.fit_geometric_ratio(n, 3.0 * 0.7**n, tail=5) == pytest.approx(0.7, rel=1e-12)
+    with pytest.raises(ValueError):
+        ex.fit_geometric_ratio([1], [1.0])
+
+
+def test_train_deterministic_first_gradient_and_descent():
+    loss = ex.head_loss(0.1)
+    keys = jax.random.split(jax.random.key(11), 2)
+    p0 = jax.vmap(lambda k: _params(k))(keys)
+    eps = jax.vmap(_episode)(jax.random.split(jax.random.key(12), 3))
+    r = ex.train_deterministic(loss, p0, eps, [0.5, 0.25], [2, 4], 4, 0.2, 30)
+    assert r["grad_sq"].shape == (2, 2, 30)
+    p00 = jax.tree_util.tree_map(lambda x: x[0], p0)
+    g = ml.meta_gradient(lambda lo, pp, e: ml.anil_grad(lo, pp, e, alpha=0.5, steps=2), loss, p00, eps)
+    assert r["grad_sq"][0, 0, 0] == pytest.approx(float(ml.tree_vdot(g, g)), rel=1e-10)
+    assert np.all(r["loss"][..., -1] < r["loss"][..., 0])
+    np.testing.assert_allclose(r["grad_sq"], r["grad_sq_body"] + r["grad_sq_head"], rtol=1e-12)
+
+
+def test_mean_ci():
+    m, h = ex.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
+    np.testing.assert_allclose(m, [2.0, 2.0])
+    np.testing.assert_allclose(h, [1.96 * np.sqrt(2.0) / np.sqrt(2), 0.0])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        ex.head_loss(-1.0)
+    with pytest.raises(ValueError):
+        ex.digits_episodes(jax.random.key(0), 2, split="val")
