@@ -45,6 +45,7 @@ __all__ = [
     "sample_growing_tasks",
     "OPTIMIZERS",
     "optimizer_runs",
+    "MEMORY_METHODS",
     "memory_sweep",
 ]
 
@@ -98,7 +99,8 @@ def _axpy(a, x, y):
     return jax.tree_util.tree_map(lambda u, v: v + a * u, x, y)
 
 
-def chayti_grad_k(loss, params, episode, alpha, delta, scheme: str = "forward", steps: int = 1):
+def chayti_grad_k(loss, params, episode, alpha, delta, scheme: str = "forward", steps: int = 1,
+                  store_iterates: bool = True):
     r"""$K$-step first-order estimator (derived here, {prf:ref}`chayti2024-alg-k-step`). Claim 2.
 
     Inner loop $w^{k+1}=w^k-\alpha\nabla f(w^k;D_{in})$, $k<K$, storing $w^k$ (and $\nabla f(w^k;D_{in})$
@@ -111,8 +113,13 @@ def chayti_grad_k(loss, params, episode, alpha, delta, scheme: str = "forward", 
 
     Returns $u_0\approx\prod_{k=0}^{K-1}(I-\alpha\nabla^2f(w^k))\nabla f(w^K;D_o)$, the exact $K$-step
     MAML gradient of :func:`mathlib.maml_grad` up to $O(\delta)$ (forward) or $O(\delta^2)$ (central).
-    For ``steps=1`` it equals :func:`mathlib.chayti_grad`. Memory: the $K$ iterates (parameters only,
-    no activations). ``episode.hessian`` is ignored (all differences use $D_{in}$).
+    For ``steps=1`` it equals :func:`mathlib.chayti_grad`. ``episode.hessian`` is ignored (all
+    differences use $D_{in}$).
+
+    Memory: with ``store_iterates=True`` the $K$ iterates (and, forward, their gradients) are kept:
+    parameter copies only, no activations. With ``store_iterates=False`` each $w^k$ is recomputed
+    from $w^0$ in the backward pass (``lax.fori_loop``): memory independent of $K$, at
+    $K(K-1)/2$ extra gradients ($K(K+5)/2+1$ in all for either scheme; see :func:`k_step_cost`).
     """
     fn = "chayti_grad_k"
     check_positive(fn, "alpha", alpha)
@@ -125,6 +132,25 @@ def chayti_grad_k(loss, params, episode, alpha, delta, scheme: str = "forward", 
     def fwd(w, _):
         gw = g(w, sup)
         return _axpy(-alpha, gw, w), (w, gw)
+
+    if not store_iterates:
+        def iterate(k):
+            return jax.lax.fori_loop(0, k, lambda _, w: _axpy(-alpha, g(w, sup), w), params)
+
+        u = g(iterate(steps), episode.query)
+
+        def back_rc(u, k):
+            w = iterate(k)
+            gp = g(_axpy(delta, u, w), sup)
+            if scheme == "forward":
+                d = jax.tree_util.tree_map(lambda a, b: (a - b) / delta, gp, g(w, sup))
+            else:
+                gm = g(_axpy(-delta, u, w), sup)
+                d = jax.tree_util.tree_map(lambda a, b: (a - b) / (2.0 * delta), gp, gm)
+            return _axpy(-alpha, d, u), None
+
+        u, _ = jax.lax.scan(back_rc, u, jnp.arange(steps - 1, -1, -1))
+        return u
 
     w_last, (ws, gs) = jax.lax.scan(fwd, params, None, length=steps)
     u = g(w_last, episode.query)
@@ -147,11 +173,16 @@ def k_step_cost(name: str, steps: int):
     r"""Gradient evaluations and HVPs per task of one estimate (claim 5): ``(grads, hvps)``.
 
     MAML $K+1$ gradients and $K$ HVPs; FO-MAML $K+1$; Reptile $K$; :func:`chayti_grad_k` forward
-    $2K+1$, central $3K+1$ (no HVP).
+    $2K+1$, central $3K+1$ (no HVP); with ``store_iterates=False`` (``*_recompute``) the iterates
+    are recomputed: $K(K+1)/2$ gradients for the $w^k$ ($k\le K$), one at the query point and $2$ per
+    backward step (forward: $\nabla f(w^k)$ and $\nabla f(w^k+\delta u)$; central: $\nabla f(w^k\pm\delta u)$).
     """
     steps = check_int("k_step_cost", "steps", steps)
-    table = {"maml": (steps + 1, steps), "fomaml": (steps + 1, 0), "reptile": (steps, 0),
-             "chayti_forward": (2 * steps + 1, 0), "chayti_central": (3 * steps + 1, 0)}
+    K = steps
+    rc = K * (K - 1) // 2 + K  # K steps to w^K, then k steps to recompute w^k, k = K-1..0
+    table = {"maml": (K + 1, K), "fomaml": (K + 1, 0), "reptile": (K, 0),
+             "chayti_forward": (2 * K + 1, 0), "chayti_central": (3 * K + 1, 0),
+             "chayti_forward_recompute": (2 * K + 1 + rc, 0), "chayti_central_recompute": (2 * K + 1 + rc, 0)}
     check_choice("k_step_cost", "name", name, tuple(table))
     return table[name]
 
@@ -465,7 +496,7 @@ def optimizer_runs(loss, pool, alpha, name, lrs, w0s, *, num_steps: int, batch_s
             carry, _ = jax.lax.scan(step, carry, ks)
             return carry, jnp.where(carry[3], jnp.nan, exact_norm(carry[0]))
 
-        keys = jax.random.split(k, n_rec * record_every).reshape(n_rec, record_every, -1)
+        keys = jax.random.split(k, n_rec * record_every).reshape(n_rec, record_every)
         carry = (w0, opt.init(w0), jnp.asarray(0.0, w0.dtype), jnp.asarray(False))
         carry, norms = jax.lax.scan(rec, carry, keys)
         return norms, carry[3]
@@ -492,48 +523,56 @@ def _mlp_problem(width: int, depth: int, n_points: int, dtype):
     return loss, params, ep
 
 
-def memory_sweep(widths, steps_list, *, depth: int = 2, n_points: int = 100, alpha: float = 1e-3,
+MEMORY_METHODS = ("maml", "chayti_forward", "chayti_forward_recompute", "fomaml")
+
+
+def memory_sweep(configs, *, methods=MEMORY_METHODS, depth: int = 2, n_points: int = 100, alpha: float = 1e-3,
                  delta: float = 1e-3, dtype=jnp.float32, time_repeats: int = 0):
-    r"""XLA's compiled memory statistics of one per-task meta-gradient, against width and $K$. Claim 5.
+    r"""XLA's compiled memory statistics of one per-task meta-gradient, for each ``(width, K)``. Claim 5.
 
     Model: a tanh MLP ``(1, width x depth, 1)`` on one sinusoid task with ``n_points`` support and
-    query points. Methods: exact $K$-step MAML (:func:`mathlib.maml_grad`, reverse mode through the
-    inner loop), the first-order estimator :func:`chayti_grad_k` (forward), FO-MAML. For each
-    configuration the jitted function is lowered and compiled once and
-    ``compiled.memory_analysis()`` gives the temporary (scratch) bytes XLA allocates, which is
-    where the stored activations of the inner loop live; ``argument`` bytes (parameters and data)
-    are the same for all methods. With ``time_repeats > 0`` the wall time per call is also
-    measured (median; noisy on a shared machine).
+    query points. Methods (:data:`MEMORY_METHODS`): exact $K$-step MAML (:func:`mathlib.maml_grad`,
+    reverse mode through the inner loop), the forward first-order estimator :func:`chayti_grad_k`
+    storing the iterates (``chayti_forward``) or recomputing them (``chayti_forward_recompute``),
+    and FO-MAML. Each jitted function is lowered and compiled once; ``compiled.memory_analysis()``
+    gives the temporary (scratch) bytes XLA allocates, where the stored activations of the inner
+    loop live; ``argument`` bytes (parameters and data) are the same for all methods. With
+    ``time_repeats > 0`` the wall time per call is measured too (median; noisy on a shared machine).
 
     Returns:
         list of dicts with ``method``, ``width``, ``steps``, ``params`` (count), ``temp_bytes``,
-        ``arg_bytes``, ``grads``, ``hvps``, ``seconds``.
+        ``arg_bytes``, ``grads``, ``hvps`` (:func:`k_step_cost`), ``seconds``.
     """
-    out = []
-    methods = {
+    fns = {
         "maml": lambda loss, p, ep, K: ml.maml_grad(loss, p, ep, alpha=alpha, steps=K),
         "chayti_forward": lambda loss, p, ep, K: chayti_grad_k(loss, p, ep, alpha, delta, "forward", K),
+        "chayti_forward_recompute": lambda loss, p, ep, K: chayti_grad_k(loss, p, ep, alpha, delta, "forward", K,
+                                                                         store_iterates=False),
         "fomaml": lambda loss, p, ep, K: ml.fomaml_grad(loss, p, ep, alpha=alpha, steps=K),
     }
-    for width in widths:
-        loss, params, ep = _mlp_problem(int(width), depth, n_points, dtype)
+    for m in methods:
+        check_choice("memory_sweep", "methods", m, MEMORY_METHODS)
+    out = []
+    for width, K in configs:
+        width, K = check_int("memory_sweep", "width", width), check_int("memory_sweep", "steps", K)
+        loss, params, ep = _mlp_problem(width, depth, n_points, dtype)
         n_par = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
-        for K in steps_list:
-            for name, fn in methods.items():
-                f = jax.jit(lambda p, e, fn=fn, K=K: fn(loss, p, e, int(K)))
-                comp = f.lower(params, ep).compile()
-                mem = comp.memory_analysis()
-                grads, hvps = k_step_cost(name, int(K))
-                sec = float("nan")
-                if time_repeats:
+        for name in methods:
+            fn = fns[name]
+            f = jax.jit(lambda p, e, fn=fn, K=K: fn(loss, p, e, K))
+            comp = f.lower(params, ep).compile()
+            mem = comp.memory_analysis()
+            grads, hvps = k_step_cost(name, K)
+            sec = float("nan")
+            if time_repeats:
+                jax.block_until_ready(comp(params, ep))
+                ts = []
+                for _ in range(time_repeats):
+                    t0 = time.perf_counter()
                     jax.block_until_ready(comp(params, ep))
-                    ts = []
-                    for _ in range(time_repeats):
-                        t0 = time.perf_counter()
-                        jax.block_until_ready(comp(params, ep))
-                        ts.append(time.perf_counter() - t0)
-                    sec = float(np.median(ts))
-                out.append({"method": name, "width": int(width), "steps": int(K), "params": n_par,
-                            "temp_bytes": int(mem.temp_size_in_bytes), "arg_bytes": int(mem.argument_size_in_bytes),
-                            "grads": grads, "hvps": hvps, "seconds": sec})
+                    ts.append(time.perf_counter() - t0)
+                sec = float(np.median(ts))
+            out.append({"method": name, "width": width, "steps": K, "params": n_par,
+                        "temp_bytes": int(mem.temp_size_in_bytes), "arg_bytes": int(mem.argument_size_in_bytes),
+                        "grads": grads, "hvps": hvps, "seconds": sec})
     return out
