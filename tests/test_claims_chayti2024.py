@@ -79,18 +79,20 @@ def test_claim4_outer_optimizers(executed):
     assert r["chayti2024-opt-normalised-div-rate"] == 0.0
     assert r["chayti2024-opt-growing-sgd-far-div-rate"] > 0.0
     assert r["chayti2024-opt-growing-sgd-far-max-stable-lr"] < r["chayti2024-opt-growing-sgd-near-max-stable-lr"]
-    # honest comparison: SNGDM does not beat tuned constant-step SGD on the benign family
+    # honest comparison: SNGDM does not beat tuned constant-step SGD on the benign family,
+    # and it is the best tuned method in none of the four (family, start) settings
     assert r["chayti2024-opt-cosine-nsgdm-far-best"] > r["chayti2024-opt-cosine-sgd-far-best"]
+    assert r["chayti2024-opt-nsgdm-wins"] == 0
 
 
 def test_claim5_memory_flat_versus_growing(executed):
     """Empirical: exact K-step MAML's compiled memory grows with K by more than 3 times the
     per-step growth of the storing first-order estimator, whose growth is about two parameter
-    copies per step (between 1 and 3); the recomputing estimator is flat in K (less than 10 %
+    copies per step (between 1.5 and 2.5: the iterate and its gradient); the recomputing estimator is flat in K (less than 10 %
     growth) while MAML's memory more than doubles. Implementation check: gradient counts."""
     r = executed("chayti2024/05-memory")
     assert r["chayti2024-mem-maml-per-step"] > 3 * r["chayti2024-mem-chayti_forward-per-step"]
-    assert 1.0 <= r["chayti2024-mem-store-per-step-in-params"] <= 3.0
+    assert 1.5 <= r["chayti2024-mem-store-per-step-in-params"] <= 2.5
     assert r["chayti2024-mem-rc-K-growth"] < 1.1
     assert r["chayti2024-mem-maml-K-growth"] > 2.0
     assert r["chayti2024-mem-maml-over-rc-Kmax"] > 3.0
