@@ -1,0 +1,578 @@
+r"""Experiment drivers for the chapter on Chayti and Jaggi (2024), "a first-order method that
+reaches MAML's stationary points".
+
+Chapter-specific sweeps built on the core API of ``mathlib``. Nothing here is re-exported from
+``mathlib``; notebooks import it as ``from mathlib.experiments import chayti2024 as ex``.
+
+Every function names the claim of the chapter it serves (book page ``chayti2024/experiments``).
+The estimator itself is ``mathlib.chayti_grad`` (one inner step); :func:`chayti_grad_k` below is the
+multi-step version derived in the chapter (a candidate for the core, which is adding ``steps`` to
+``chayti_grad`` concurrently).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import mathlib as ml
+from mathlib.experiments.fallah2020 import binned_envelope, fit_loglog_slope, radial_points
+from mathlib.validate import check_choice, check_int, check_positive
+
+__all__ = [
+    "l0l1_constants",
+    "task_smoothness_scan",
+    "radial_points",
+    "binned_envelope",
+    "fit_loglog_slope",
+    "chayti_grad_k",
+    "k_step_cost",
+    "run_direction",
+    "run_fd_deltas",
+    "fixed_point",
+    "full_batch_direction",
+    "deterministic_suite",
+    "plateau",
+    "noisy_estimator_error",
+    "optimum_on_grid",
+    "GrowingTask",
+    "growing_loss",
+    "sample_growing_tasks",
+    "OPTIMIZERS",
+    "optimizer_runs",
+    "MEMORY_METHODS",
+    "memory_sweep",
+]
+
+
+# =============================================================================== claim 1
+def l0l1_constants(L, rho, alpha):
+    r"""$(L_0,L_1)=\big((1+\alpha L)^2L,\ \alpha\rho/(1-\alpha L)\big)$ of {prf:ref}`chayti2024-lem-l0l1` (needs $\alpha L<1$).
+
+    Then $\|\nabla^2F_i(w)\|\le L_0+L_1\|\nabla F_i(w)\|$ for the one-step MAML objective
+    $F_i(w)=f_i(w-\alpha\nabla f_i(w))$ of an $L$-smooth task with $\rho$-Lipschitz Hessian. Claim 1.
+    """
+    check_positive("l0l1_constants", "L", L)
+    check_positive("l0l1_constants", "alpha", alpha)
+    if not float(alpha) * float(L) < 1.0:
+        raise ValueError(f"l0l1_constants: needs alpha*L < 1, got alpha*L = {float(alpha) * float(L):.3g}")
+    return (1.0 + alpha * L) ** 2 * L, alpha * rho / (1.0 - alpha * L)
+
+
+def task_smoothness_scan(tasks, loss, alpha, points):
+    r"""Per-task and averaged smoothness of the one-step MAML objective at many points. Claim 1.
+
+    For each point $w$ and task $i$: $\|\nabla^2F_i(w)\|_2$ (dense Hessian, largest $|\lambda|$)
+    and $\|\nabla F_i(w)\|$; for the average $F=\frac1n\sum_iF_i$: $\|\nabla^2F(w)\|_2$,
+    $\|\nabla F(w)\|$ and $\frac1n\sum_i\|\nabla F_i(w)\|$. Small $d$ only.
+
+    Returns:
+        dict of numpy arrays: ``task_hess`` and ``task_grad`` (points, tasks), ``hess``, ``grad``,
+        ``mean_task_grad`` (points,).
+    """
+    g = jax.grad(loss)
+
+    def Fi(w, t):
+        return loss(w - alpha * g(w, t), t)
+
+    @jax.jit
+    def at(w):
+        H = jax.vmap(lambda t: jax.hessian(Fi)(w, t))(tasks)
+        H = 0.5 * (H + jnp.swapaxes(H, -1, -2))
+        G = jax.vmap(lambda t: jax.grad(Fi)(w, t))(tasks)
+        hn = jnp.max(jnp.abs(jnp.linalg.eigvalsh(H)), axis=-1)
+        gn = jnp.linalg.norm(G, axis=-1)
+        Hb = jnp.mean(H, axis=0)
+        return hn, gn, jnp.max(jnp.abs(jnp.linalg.eigvalsh(Hb))), jnp.linalg.norm(jnp.mean(G, axis=0)), jnp.mean(gn)
+
+    hn, gn, h, gr, mg = (np.asarray(x) for x in jax.lax.map(at, jnp.asarray(points)))
+    return {"task_hess": hn, "task_grad": gn, "hess": h, "grad": gr, "mean_task_grad": mg}
+
+
+# =============================================================================== claim 2
+def _axpy(a, x, y):
+    return jax.tree_util.tree_map(lambda u, v: v + a * u, x, y)
+
+
+def chayti_grad_k(loss, params, episode, alpha, delta, scheme: str = "forward", steps: int = 1,
+                  store_iterates: bool = True):
+    r"""$K$-step first-order estimator (derived here, {prf:ref}`chayti2024-alg-k-step`). Claim 2.
+
+    Inner loop $w^{k+1}=w^k-\alpha\nabla f(w^k;D_{in})$, $k<K$, storing $w^k$ (and $\nabla f(w^k;D_{in})$
+    for the forward scheme). Backward pass with $u_K=\nabla f(w^K;D_o)$ and, for $k=K-1,\dots,0$,
+    one finite difference of the one-step map $U(x)=x-\alpha\nabla f(x;D_{in})$ at the iterate:
+
+    * ``"forward"``: $u_k=\big(U(w^k+\delta u_{k+1})-U(w^k)\big)/\delta$, i.e.
+      $u_{k+1}-\alpha\big(\nabla f(w^k+\delta u_{k+1})-\nabla f(w^k)\big)/\delta$; $2K+1$ gradients.
+    * ``"central"``: $u_k=\big(U(w^k+\delta u_{k+1})-U(w^k-\delta u_{k+1})\big)/(2\delta)$; $3K+1$ gradients.
+
+    Returns $u_0\approx\prod_{k=0}^{K-1}(I-\alpha\nabla^2f(w^k))\nabla f(w^K;D_o)$, the exact $K$-step
+    MAML gradient of :func:`mathlib.maml_grad` up to $O(\delta)$ (forward) or $O(\delta^2)$ (central).
+    For ``steps=1`` it equals :func:`mathlib.chayti_grad`. ``episode.hessian`` is ignored (all
+    differences use $D_{in}$).
+
+    Memory: with ``store_iterates=True`` the $K$ iterates (and, forward, their gradients) are kept:
+    parameter copies only, no activations. With ``store_iterates=False`` each $w^k$ is recomputed
+    from $w^0$ in the backward pass (``lax.fori_loop``): memory independent of $K$, at
+    $K(K-1)/2$ extra gradients ($K(K+5)/2+1$ in all for either scheme; see :func:`k_step_cost`).
+    """
+    fn = "chayti_grad_k"
+    check_positive(fn, "alpha", alpha)
+    check_positive(fn, "delta", delta)
+    check_choice(fn, "scheme", scheme, ml.FD_SCHEMES)
+    steps = check_int(fn, "steps", steps)
+    g = jax.grad(loss)
+    sup = episode.support
+
+    def fwd(w, _):
+        gw = g(w, sup)
+        return _axpy(-alpha, gw, w), (w, gw)
+
+    if not store_iterates:
+        def iterate(k):
+            return jax.lax.fori_loop(0, k, lambda _, w: _axpy(-alpha, g(w, sup), w), params)
+
+        u = g(iterate(steps), episode.query)
+
+        def back_rc(u, k):
+            w = iterate(k)
+            gp = g(_axpy(delta, u, w), sup)
+            if scheme == "forward":
+                d = jax.tree_util.tree_map(lambda a, b: (a - b) / delta, gp, g(w, sup))
+            else:
+                gm = g(_axpy(-delta, u, w), sup)
+                d = jax.tree_util.tree_map(lambda a, b: (a - b) / (2.0 * delta), gp, gm)
+            return _axpy(-alpha, d, u), None
+
+        u, _ = jax.lax.scan(back_rc, u, jnp.arange(steps - 1, -1, -1))
+        return u
+
+    w_last, (ws, gs) = jax.lax.scan(fwd, params, None, length=steps)
+    u = g(w_last, episode.query)
+
+    def back(u, wg):
+        w, gw = wg
+        gp = g(_axpy(delta, u, w), sup)
+        if scheme == "forward":
+            d = jax.tree_util.tree_map(lambda a, b: (a - b) / delta, gp, gw)
+        else:
+            gm = g(_axpy(-delta, u, w), sup)
+            d = jax.tree_util.tree_map(lambda a, b: (a - b) / (2.0 * delta), gp, gm)
+        return _axpy(-alpha, d, u), None
+
+    u, _ = jax.lax.scan(back, u, (ws, gs), reverse=True)
+    return u
+
+
+def k_step_cost(name: str, steps: int):
+    r"""Gradient evaluations and HVPs per task of one estimate (claim 5): ``(grads, hvps)``.
+
+    MAML $K+1$ gradients and $K$ HVPs; FO-MAML $K+1$; Reptile $K$; :func:`chayti_grad_k` forward
+    $2K+1$, central $3K+1$ (no HVP); with ``store_iterates=False`` (``*_recompute``) the iterates
+    are recomputed: $K(K+1)/2$ gradients for the $w^k$ ($k\le K$), one at the query point and $2$ per
+    backward step (forward: $\nabla f(w^k)$ and $\nabla f(w^k+\delta u)$; central: $\nabla f(w^k\pm\delta u)$).
+    """
+    steps = check_int("k_step_cost", "steps", steps)
+    K = steps
+    rc = K * (K - 1) // 2 + K  # K steps to w^K, then k steps to recompute w^k, k = K-1..0
+    table = {"maml": (K + 1, K), "fomaml": (K + 1, 0), "reptile": (K, 0),
+             "chayti_forward": (2 * K + 1, 0), "chayti_central": (3 * K + 1, 0),
+             "chayti_forward_recompute": (2 * K + 1 + rc, 0), "chayti_central_recompute": (2 * K + 1 + rc, 0)}
+    check_choice("k_step_cost", "name", name, tuple(table))
+    return table[name]
+
+
+def run_direction(direction, w0, beta, num_steps: int, exact_grad):
+    r"""Deterministic iteration $w_{k+1}=w_k-\beta\,\mathrm{direction}(w_k)$, one ``lax.scan``.
+
+    Records the exact $\|\nabla F(w_k)\|$ (``exact_grad(w)``) after every step. Returns
+    ``(w_final, norms)`` (numpy). Claim 2.
+    """
+    num_steps = check_int("run_direction", "num_steps", num_steps)
+
+    @jax.jit
+    def run(w0):
+        def body(w, _):
+            w = w - beta * direction(w)
+            return w, jnp.linalg.norm(exact_grad(w))
+
+        return jax.lax.scan(body, w0, None, length=num_steps)
+
+    w, norms = run(w0)
+    return np.asarray(w), np.asarray(norms)
+
+
+def run_fd_deltas(loss, tasks, alpha, beta, deltas, scheme, steps, num_steps: int, w0):
+    r"""Deterministic runs of :func:`chayti_grad_k` for several $\delta$ at once (``vmap``). Claim 2.
+
+    All tasks in every step (``Episode.deterministic``), constant step ``beta``; the exact
+    $K$-step $\|\nabla F(w_k)\|$ (:func:`mathlib.exact_meta_gradient`) after every step.
+
+    Returns:
+        numpy array (len(deltas), num_steps) of $\|\nabla F(w_k)\|$ and the final iterates.
+    """
+    num_steps = check_int("run_fd_deltas", "num_steps", num_steps)
+    ep = ml.Episode.deterministic(tasks)
+
+    def run(d):
+        def direction(w):
+            return ml.meta_gradient(chayti_grad_k, loss, w, ep, alpha=alpha, delta=d, scheme=scheme, steps=steps)
+
+        def body(w, _):
+            w = w - beta * direction(w)
+            return w, jnp.linalg.norm(ml.exact_meta_gradient(loss, w, tasks, alpha, steps))
+
+        return jax.lax.scan(body, w0, None, length=num_steps)
+
+    w, norms = jax.jit(jax.vmap(run))(jnp.asarray(deltas, dtype=jnp.asarray(w0).dtype))
+    return np.asarray(norms), np.asarray(w)
+
+
+def fixed_point(direction, w_init, iters: int = 30):
+    r"""A zero of a deterministic direction field $g(w)$ by Newton's method on its Jacobian (small $d$).
+
+    Used for the biased fixed points of FO-MAML ($\frac1n\sum_i\nabla f_i(U_i(w))=0$) and Reptile
+    ($\frac1n\sum_i(w-U_i(w))=0$) and for the finite-difference estimators' own fixed points.
+    Returns ``(w, residual_norm)``. Claim 2.
+    """
+    iters = check_int("fixed_point", "iters", iters)
+    J = jax.jacfwd(direction)
+
+    @jax.jit
+    def newton(w):
+        def body(w, _):
+            return w - jnp.linalg.solve(J(w), direction(w)), None
+
+        w, _ = jax.lax.scan(body, w, None, length=iters)
+        return w, jnp.linalg.norm(direction(w))
+
+    w, r = newton(jnp.asarray(w_init))
+    return np.asarray(w), float(r)
+
+
+def full_batch_direction(name, loss, tasks, alpha, steps: int = 1, delta=None, scheme="forward"):
+    r"""The deterministic direction $g(w)=\frac1n\sum_ig_i(w)$ of a method on a finite task set. Claim 2.
+
+    Names: ``"maml"`` (exact $K$-step gradient), ``"fomaml"`` ($\frac1n\sum_i\nabla f_i(U_{i,K}(w))$),
+    ``"reptile"`` ($\frac1n\sum_i(w-U_{i,K}(w))/(\alpha K)$), ``"chayti"`` (:func:`chayti_grad_k`
+    with ``delta``, ``scheme``), ``"naive"`` (the finite difference of the whole $K$-step map,
+    $\frac1n\sum_i(U_{i,K}(w+\delta v_i)-U_{i,K}(w))/\delta$ with $v_i=\nabla f_i(U_{i,K}(w))$, which
+    estimates $J_{U_{i,K}}v_i$ instead of $J_{U_{i,K}}^\top v_i$). Written without ``stop_gradient``
+    so that :func:`fixed_point` can differentiate it (the core's :func:`mathlib.fomaml_grad` stops the
+    gradient through the inner loop, which is right for training but gives a singular Jacobian here).
+    """
+    check_choice("full_batch_direction", "name", name, ("maml", "fomaml", "reptile", "chayti", "naive"))
+    steps = check_int("full_batch_direction", "steps", steps)
+    g = jax.grad(loss)
+
+    def per_task(w, t):
+        if name == "maml":
+            return jax.grad(lambda x: loss(ml.adapt_gd(loss, x, t, alpha, steps), t))(w)
+        if name == "chayti":
+            return chayti_grad_k(loss, w, ml.Episode.deterministic(t), alpha, delta, scheme, steps)
+        wk = ml.adapt_gd(loss, w, t, alpha, steps)
+        if name == "fomaml":
+            return g(wk, t)
+        if name == "reptile":
+            return (w - wk) / (alpha * steps)
+        v = g(wk, t)
+        return (ml.adapt_gd(loss, w + delta * v, t, alpha, steps) - wk) / delta
+
+    return lambda w: jnp.mean(jax.vmap(lambda t: per_task(w, t))(tasks), axis=0)
+
+
+def deterministic_suite(loss, tasks, alpha, beta, steps: int, deltas, num_steps: int, w0, naive_delta: float = 1e-5,
+                        newton_iters: int = 20):
+    r"""All deterministic runs of claim 2 for one $K$, compiled once.
+
+    Runs $w_{k+1}=w_k-\beta g(w_k)$ for the directions of :func:`full_batch_direction`: ``"maml"``,
+    ``"fomaml"``, ``"reptile"``, ``"naive"`` (with ``naive_delta``) and the ``"forward"`` and
+    ``"central"`` first-order estimators for every $\delta$ in ``deltas`` (``vmap`` over $\delta$);
+    records the exact $K$-step $\|\nabla F(w_k)\|$ after every step; then refines each run's last
+    iterate to the direction's zero by Newton's method (as :func:`fixed_point`) and evaluates
+    $\|\nabla F\|$ there: the computed floor of the method.
+
+    Returns:
+        dict name -> dict with ``norms`` (num_steps,), ``floor`` (:func:`plateau` of the run),
+        ``fixed_point_grad`` ($\|\nabla F\|$ at the direction's zero) and ``residual`` (norm of the
+        direction there); names ``maml``, ``fomaml``, ``reptile``, ``naive``, ``forward-<delta>``,
+        ``central-<delta>`` (delta formatted with ``:g``).
+    """
+    num_steps = check_int("deterministic_suite", "num_steps", num_steps)
+    newton_iters = check_int("deterministic_suite", "newton_iters", newton_iters)
+    plain = ("maml", "fomaml", "reptile", "naive")
+    dirs = {nm: full_batch_direction(nm, loss, tasks, alpha, steps, delta=naive_delta) for nm in plain}
+    fd = {sch: (lambda w, d, sch=sch: full_batch_direction("chayti", loss, tasks, alpha, steps, delta=d, scheme=sch)(w))
+          for sch in ("forward", "central")}
+    D = jnp.asarray(deltas, dtype=jnp.asarray(w0).dtype)
+    nd = D.shape[0]
+    exact = jax.vmap(lambda w: jnp.linalg.norm(ml.exact_meta_gradient(loss, w, tasks, alpha, steps)))
+
+    def newton(f, w):
+        J = jax.jacfwd(f)
+        w, _ = jax.lax.scan(lambda w, _: (w - jnp.linalg.solve(J(w), f(w)), None), w, None, length=newton_iters)
+        return w, jnp.linalg.norm(f(w))
+
+    @jax.jit
+    def run(w0):
+        def body(c, _):
+            ws, Wf, Wc = c
+            ws = tuple(w - beta * dirs[n](w) for n, w in zip(plain, ws))
+            Wf = Wf - beta * jax.vmap(fd["forward"])(Wf, D)
+            Wc = Wc - beta * jax.vmap(fd["central"])(Wc, D)
+            return (ws, Wf, Wc), exact(jnp.concatenate([jnp.stack(ws), Wf, Wc]))
+
+        W0 = jnp.broadcast_to(w0, (nd,) + w0.shape)
+        (ws, Wf, Wc), norms = jax.lax.scan(body, (tuple(w0 for _ in plain), W0, W0), None, length=num_steps)
+        fp = [newton(dirs[n], w) for n, w in zip(plain, ws)]
+        fw, rw = zip(*fp)
+        Wf2, rf = jax.vmap(lambda w, d: newton(lambda x: fd["forward"](x, d), w))(Wf, D)
+        Wc2, rc = jax.vmap(lambda w, d: newton(lambda x: fd["central"](x, d), w))(Wc, D)
+        allw = jnp.concatenate([jnp.stack(fw), Wf2, Wc2])
+        return norms, exact(allw), jnp.concatenate([jnp.stack(rw), rf, rc])
+
+    norms, fpg, resid = (np.asarray(x) for x in run(jnp.asarray(w0)))
+    names = list(plain) + [f"forward-{float(d):g}" for d in deltas] + [f"central-{float(d):g}" for d in deltas]
+    return {n: {"norms": norms[:, j], "floor": float(plateau(norms[:, j])), "fixed_point_grad": float(fpg[j]),
+                "residual": float(resid[j])} for j, n in enumerate(names)}
+
+
+def plateau(norms, frac: float = 0.1):
+    """Median of the last ``frac`` of a trajectory of gradient norms (the floor of a run)."""
+    norms = np.asarray(norms)
+    n = max(1, int(round(frac * norms.shape[-1])))
+    return np.median(norms[..., -n:], axis=-1)
+
+
+# =============================================================================== claim 3
+def noisy_estimator_error(loss, w, task, alpha, hs, eps, scheme, num_draws: int, key):
+    r"""RMS error of the first-order estimator when every inner solve is inexact. Claim 3.
+
+    Model ({prf:ref}`chayti2024-lem-inexact`): each call of the inner solver returns
+    $\hat U(x)=U(x)+\varepsilon\xi$ with $\xi$ an independent uniformly random unit vector (e.g. an
+    inner problem solved by a stochastic method to accuracy $\varepsilon$); $U(x)=x-\alpha\nabla f(x)$.
+    The estimator uses $v=\nabla f(\hat U(w))$ and
+
+    * forward: $(\hat U(w+hv)-\hat U(w))/h$ (the same solve $\hat U(w)$ as for $v$);
+    * central: $(\hat U(w+hv)-\hat U(w-hv))/(2h)$.
+
+    The reference is the exact $\nabla F_i(w)=(I-\alpha\nabla^2f(w))\nabla f(U(w))$.
+
+    Returns:
+        numpy array (len(eps), len(hs)) of $\sqrt{\E\|g-\nabla F_i(w)\|^2}$ over ``num_draws`` draws.
+    """
+    check_choice("noisy_estimator_error", "scheme", scheme, ml.FD_SCHEMES)
+    num_draws = check_int("noisy_estimator_error", "num_draws", num_draws)
+    g = jax.grad(loss)
+    U = lambda x: x - alpha * g(x, task)  # noqa: E731
+    exact = jax.grad(lambda x: loss(U(x), task))(w)
+
+    def unit(k):
+        z = jax.random.normal(k, w.shape, w.dtype)
+        return z / jnp.linalg.norm(z)
+
+    def one(e, h, k):
+        k0, k1, k2 = jax.random.split(k, 3)
+        u0 = U(w) + e * unit(k0)
+        v = g(u0, task)
+        up = U(w + h * v) + e * unit(k1)
+        if scheme == "forward":
+            est = (up - u0) / h
+        else:
+            est = (up - (U(w - h * v) + e * unit(k2))) / (2.0 * h)
+        return jnp.sum((est - exact) ** 2)
+
+    keys = jax.random.split(key, num_draws)
+    f = jax.jit(jax.vmap(jax.vmap(lambda e, h: jnp.sqrt(jnp.mean(jax.vmap(lambda k: one(e, h, k))(keys))),
+                                  in_axes=(None, 0)), in_axes=(0, None)))
+    return np.asarray(f(jnp.asarray(eps, w.dtype), jnp.asarray(hs, w.dtype)))
+
+
+def optimum_on_grid(hs, errors):
+    r"""Per row of ``errors`` (one $\varepsilon$ each): the $h$ of the smallest error and that error,
+    refined by a parabola through the three grid points around the minimum in $\log$-$\log$. Claim 3."""
+    hs = np.log10(np.asarray(hs, float))
+    out_h, out_e = [], []
+    for row in np.log10(np.asarray(errors, float)):
+        k = int(np.clip(np.argmin(row), 1, len(row) - 2))
+        a, b, c = np.polyfit(hs[k - 1:k + 2], row[k - 1:k + 2], 2)
+        x = -b / (2 * a) if a > 0 else hs[k]
+        out_h.append(10 ** x)
+        out_e.append(10 ** (a * x * x + b * x + c))
+    return np.array(out_h), np.array(out_e)
+
+
+# =============================================================================== claim 4
+class GrowingTask(NamedTuple):
+    r"""Cosine task plus a quartic: $f(w)=f^{\cos}(w)+\frac q4\|w-c\|^4$ (not globally $L$-smooth)."""
+
+    cos: ml.CosineTask
+    q: jax.Array
+
+
+def growing_loss(w, task: GrowingTask):
+    r"""$f(w)=\tfrac12(w-c)^\top A(w-c)+a\sum_j\cos(k\,u_j^\top(w-c))+\tfrac q4\|w-c\|^4$ (claim 4)."""
+    r = w - task.cos.c
+    return ml.cosine_loss(w, task.cos) + 0.25 * task.q * jnp.dot(r, r) ** 2
+
+
+def sample_growing_tasks(key, num_tasks: int, dim: int, q: float, **kw) -> GrowingTask:
+    """Cosine tasks of :func:`mathlib.sample_cosine_tasks` (``**kw``) with a quartic of weight ``q``."""
+    check_positive("sample_growing_tasks", "q", q)
+    cos = ml.sample_cosine_tasks(key, num_tasks, dim, **kw)
+    return GrowingTask(cos, jnp.full((num_tasks,), q, dtype=cos.A.dtype))
+
+
+#: outer optimisers compared in claim 4 (each scaled by the learning rate ``lr``)
+OPTIMIZERS = ("sgd", "clipped_sgd", "nsgdm", "adam", "fallah")
+
+
+def _base_optimizer(name, clip, momentum):
+    if name in ("sgd", "fallah"):
+        return ml.outer_optimizer("sgd", 1.0)
+    if name == "clipped_sgd":
+        return ml.outer_optimizer("clipped_sgd", 1.0, max_norm=clip)
+    if name == "nsgdm":
+        return ml.outer_optimizer("normalized_sgd_momentum", 1.0, beta=momentum)
+    return ml.outer_optimizer("adam", 1.0)
+
+
+def optimizer_runs(loss, pool, alpha, name, lrs, w0s, *, num_steps: int, batch_size: int, delta: float,
+                   key, clip: float = 1.0, momentum: float = 0.9, decay: float = 50.0, L=None, rho=None,
+                   record_every: int = 10, blowup: float = 1e8):
+    r"""Stochastic meta-training with one outer optimiser, for every learning rate and start point. Claim 4.
+
+    Each step samples ``batch_size`` tasks from the finite ``pool`` (with replacement) and uses the
+    forward first-order estimator (:func:`mathlib.chayti_grad`, ``delta``); the update is
+    ``lr_t * opt(g)`` with ``lr_t = lr / sqrt(1 + t / decay)`` and ``opt`` one of :data:`OPTIMIZERS`:
+    ``"sgd"`` (plain), ``"clipped_sgd"`` ($\min\{1,\text{clip}/\|g\|\}g$), ``"nsgdm"``
+    (normalised SGD with momentum ``momentum``), ``"adam"``, ``"fallah"`` (SGD scaled by
+    $1/\tilde L(w)$ of :func:`mathlib.fallah_step_size` with $c=1$ on an independent batch of the
+    same size, so ``lr`` plays the role of $c$; needs global ``L`` and ``rho``). All optimisers are
+    from :func:`mathlib.outer_optimizer` with unit rate. A run whose iterate leaves the ball of
+    radius ``blowup`` or becomes non-finite is frozen and flagged as diverged.
+
+    Returns:
+        dict: ``grad_norm`` (lrs, starts, records) exact $\|\nabla F\|$ over the pool every
+        ``record_every`` steps (NaN after divergence), ``diverged`` (lrs, starts) booleans,
+        ``final`` (lrs, starts) median of the last 10 % of records.
+    """
+    check_choice("optimizer_runs", "name", name, OPTIMIZERS)
+    num_steps = check_int("optimizer_runs", "num_steps", num_steps)
+    batch_size = check_int("optimizer_runs", "batch_size", batch_size)
+    if name == "fallah" and (L is None or rho is None):
+        raise ValueError("optimizer_runs: 'fallah' needs the global constants L and rho")
+    opt = _base_optimizer(name, clip, momentum)
+    n_pool = ml.num_tasks(pool)
+    n_rec = num_steps // record_every
+    take = lambda idx: jax.tree_util.tree_map(lambda x: x[idx], pool)  # noqa: E731
+
+    def exact_norm(w):
+        return jnp.linalg.norm(ml.exact_meta_gradient(loss, w, pool, alpha))
+
+    def run(lr, w0, k):
+        def step(carry, kt):
+            w, s, t, dead = carry
+            k1, k2 = jax.random.split(kt)
+            batch = take(jax.random.randint(k1, (batch_size,), 0, n_pool))
+            gh = ml.meta_gradient(ml.chayti_grad, loss, w, ml.Episode.deterministic(batch),
+                                  alpha=alpha, delta=delta, scheme="forward")
+            upd, s2 = opt.update(gh, s, w)
+            scale = lr / jnp.sqrt(1.0 + t / decay)
+            if name == "fallah":
+                other = take(jax.random.randint(k2, (batch_size,), 0, n_pool))
+                scale = scale * ml.fallah_step_size(loss, w, other, L, rho, alpha, 1.0)
+            w2 = w + scale * upd
+            bad = dead | ~jnp.all(jnp.isfinite(w2)) | (jnp.linalg.norm(w2) > blowup)
+            w2 = jnp.where(bad, w, w2)
+            return (w2, s2, t + 1.0, bad), None
+
+        def rec(carry, ks):
+            carry, _ = jax.lax.scan(step, carry, ks)
+            return carry, jnp.where(carry[3], jnp.nan, exact_norm(carry[0]))
+
+        keys = jax.random.split(k, n_rec * record_every).reshape(n_rec, record_every)
+        carry = (w0, opt.init(w0), jnp.asarray(0.0, w0.dtype), jnp.asarray(False))
+        carry, norms = jax.lax.scan(rec, carry, keys)
+        return norms, carry[3]
+
+    keys = jax.random.split(key, w0s.shape[0])
+    f = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, None)))
+    norms, dead = f(jnp.asarray(lrs, w0s.dtype), jnp.asarray(w0s), keys)
+    norms, dead = np.asarray(norms), np.asarray(dead)
+    m = max(1, n_rec // 10)
+    final = np.where(dead, np.inf, np.median(norms[..., -m:], axis=-1))
+    return {"grad_norm": norms, "diverged": dead, "final": final}
+
+
+# =============================================================================== claim 5
+def _mlp_problem(width: int, depth: int, n_points: int, dtype):
+    sizes = (1,) + (width,) * depth + (1,)
+    params = ml.init_mlp(jax.random.key(0), sizes, activation="tanh", dtype=dtype)
+    ep = ml.sample_sinusoid_episodes(jax.random.key(1), 1, n_points, n_points, dtype=dtype)
+    ep = jax.tree_util.tree_map(lambda x: x[0], ep)
+
+    def loss(p, batch):
+        return ml.mlp_mse_loss(p, batch, activation="tanh")
+
+    return loss, params, ep
+
+
+MEMORY_METHODS = ("maml", "chayti_forward", "chayti_forward_recompute", "fomaml")
+
+
+def memory_sweep(configs, *, methods=MEMORY_METHODS, depth: int = 2, n_points: int = 100, alpha: float = 1e-3,
+                 delta: float = 1e-3, dtype=jnp.float32, time_repeats: int = 0):
+    r"""XLA's compiled memory statistics of one per-task meta-gradient, for each ``(width, K)``. Claim 5.
+
+    Model: a tanh MLP ``(1, width x depth, 1)`` on one sinusoid task with ``n_points`` support and
+    query points. Methods (:data:`MEMORY_METHODS`): exact $K$-step MAML (:func:`mathlib.maml_grad`,
+    reverse mode through the inner loop), the forward first-order estimator :func:`chayti_grad_k`
+    storing the iterates (``chayti_forward``) or recomputing them (``chayti_forward_recompute``),
+    and FO-MAML. Each jitted function is lowered and compiled once; ``compiled.memory_analysis()``
+    gives the temporary (scratch) bytes XLA allocates, where the stored activations of the inner
+    loop live; ``argument`` bytes (parameters and data) are the same for all methods. With
+    ``time_repeats > 0`` the wall time per call is measured too (median; noisy on a shared machine).
+
+    Returns:
+        list of dicts with ``method``, ``width``, ``steps``, ``params`` (count), ``temp_bytes``,
+        ``arg_bytes``, ``grads``, ``hvps`` (:func:`k_step_cost`), ``seconds``.
+    """
+    fns = {
+        "maml": lambda loss, p, ep, K: ml.maml_grad(loss, p, ep, alpha=alpha, steps=K),
+        "chayti_forward": lambda loss, p, ep, K: chayti_grad_k(loss, p, ep, alpha, delta, "forward", K),
+        "chayti_forward_recompute": lambda loss, p, ep, K: chayti_grad_k(loss, p, ep, alpha, delta, "forward", K,
+                                                                         store_iterates=False),
+        "fomaml": lambda loss, p, ep, K: ml.fomaml_grad(loss, p, ep, alpha=alpha, steps=K),
+    }
+    for m in methods:
+        check_choice("memory_sweep", "methods", m, MEMORY_METHODS)
+    out = []
+    for width, K in configs:
+        width, K = check_int("memory_sweep", "width", width), check_int("memory_sweep", "steps", K)
+        loss, params, ep = _mlp_problem(width, depth, n_points, dtype)
+        n_par = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+        for name in methods:
+            fn = fns[name]
+            f = jax.jit(lambda p, e, fn=fn, K=K: fn(loss, p, e, K))
+            comp = f.lower(params, ep).compile()
+            mem = comp.memory_analysis()
+            grads, hvps = k_step_cost(name, K)
+            sec = float("nan")
+            if time_repeats:
+                jax.block_until_ready(comp(params, ep))
+                ts = []
+                for _ in range(time_repeats):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(comp(params, ep))
+                    ts.append(time.perf_counter() - t0)
+                sec = float(np.median(ts))
+            out.append({"method": name, "width": width, "steps": K, "params": n_par,
+                        "temp_bytes": int(mem.temp_size_in_bytes), "arg_bytes": int(mem.argument_size_in_bytes),
+                        "grads": grads, "hvps": hvps, "seconds": sec})
+    return out

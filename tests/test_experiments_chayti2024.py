@@ -1,0 +1,179 @@
+"""Unit tests of the chayti2024 experiment drivers (``mathlib/experiments/chayti2024.py``).
+
+Closed forms and exact identities: the K-step first-order estimator against exact K-step MAML
+(``mathlib.maml_grad``), its one-step case against ``mathlib.chayti_grad``, exactness on quadratics,
+the recomputing variant against the storing one, and the helpers of each claim.
+"""
+
+from __future__ import annotations
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import mathlib as ml  # noqa: E402
+from mathlib.experiments import chayti2024 as ex  # noqa: E402
+
+
+def _cos_task(dim=4, seed=0):
+    tasks = ml.sample_cosine_tasks(jax.random.key(seed), 3, dim, amp=0.5, freq=1.0)
+    return tasks, jax.tree_util.tree_map(lambda x: x[0], tasks)
+
+
+def _err(a, b):
+    return float(jnp.linalg.norm(a - b))
+
+
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+def test_k_step_estimator_one_step_equals_core(scheme):
+    _, t = _cos_task()
+    ep = ml.Episode.deterministic(t)
+    w = jnp.linspace(-1.0, 1.0, 4)
+    a = ex.chayti_grad_k(ml.cosine_loss, w, ep, 0.1, 1e-3, scheme, 1)
+    b = ml.chayti_grad(ml.cosine_loss, w, ep, alpha=0.1, delta=1e-3, scheme=scheme)
+    assert _err(a, b) < 1e-13
+
+
+@pytest.mark.parametrize("K", [2, 4])
+def test_k_step_estimator_orders_against_exact_maml(K):
+    _, t = _cos_task()
+    ep = ml.Episode.deterministic(t)
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    exact = ml.maml_grad(ml.cosine_loss, w, ep, alpha=0.1, steps=K)
+    fwd = [_err(ex.chayti_grad_k(ml.cosine_loss, w, ep, 0.1, d, "forward", K), exact) for d in (1e-2, 1e-3)]
+    cen = [_err(ex.chayti_grad_k(ml.cosine_loss, w, ep, 0.1, d, "central", K), exact) for d in (1e-2, 1e-3)]
+    assert 7.0 < fwd[0] / fwd[1] < 13.0  # O(delta)
+    assert 70.0 < cen[0] / cen[1] < 130.0  # O(delta^2)
+    assert cen[1] < 1e-6
+
+
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+def test_k_step_estimator_recompute_equals_store(scheme):
+    _, t = _cos_task()
+    ep = ml.Episode.deterministic(t)
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    a = ex.chayti_grad_k(ml.cosine_loss, w, ep, 0.1, 1e-3, scheme, 3)
+    b = ex.chayti_grad_k(ml.cosine_loss, w, ep, 0.1, 1e-3, scheme, 3, store_iterates=False)
+    assert _err(a, b) < 1e-13
+
+
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+def test_k_step_estimator_exact_on_quadratics(scheme):
+    q = ml.sample_quadratic_tasks(jax.random.key(1), 2, 3)
+    t = jax.tree_util.tree_map(lambda x: x[0], q)
+    ep = ml.Episode.deterministic(t)
+    w = jnp.array([1.0, -2.0, 0.5])
+    exact = ml.maml_grad(ml.quadratic_loss, w, ep, alpha=0.2, steps=3)
+    est = ex.chayti_grad_k(ml.quadratic_loss, w, ep, 0.2, 0.5, scheme, 3)
+    assert _err(est, exact) < 1e-12
+
+
+def test_k_step_estimator_on_mlp_pytree():
+    loss, params, ep = ex._mlp_problem(8, 2, 10, jnp.float64)
+    exact = ml.maml_grad(loss, params, ep, alpha=1e-2, steps=2)
+    est = ex.chayti_grad_k(loss, params, ep, 1e-2, 1e-5, "central", 2)
+    diff = ml.tree_norm(ml.tree_sub(est, exact)) / ml.tree_norm(exact)
+    assert float(diff) < 1e-7
+
+
+def test_l0l1_constants_and_bound():
+    L0, L1 = ex.l0l1_constants(2.0, 3.0, 0.25)
+    assert L0 == pytest.approx(1.5**2 * 2.0) and L1 == pytest.approx(0.75 / 0.5)
+    with pytest.raises(ValueError, match="alpha\\*L < 1"):
+        ex.l0l1_constants(2.0, 3.0, 0.5)
+    tasks, _ = _cos_task(dim=2)
+    c = ml.cosine_constants(tasks)
+    alpha = 0.5 / float(c.L)
+    L0, L1 = ex.l0l1_constants(float(c.L), float(c.rho), alpha)
+    pts = ex.radial_points(jax.random.key(3), 40, 2, 0.5, 300.0)
+    s = ex.task_smoothness_scan(tasks, ml.cosine_loss, alpha, pts)
+    assert np.all(s["task_hess"] <= L0 + L1 * s["task_grad"])
+    assert np.all(s["hess"] <= L0 + L1 * s["mean_task_grad"])
+
+
+def test_full_batch_directions_match_core():
+    tasks, _ = _cos_task()
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    ep = ml.Episode.deterministic(tasks)
+    for K in (1, 2):
+        d = ex.full_batch_direction("maml", ml.cosine_loss, tasks, 0.1, K)(w)
+        assert _err(d, ml.exact_meta_gradient(ml.cosine_loss, w, tasks, 0.1, K)) < 1e-13
+        fo = ex.full_batch_direction("fomaml", ml.cosine_loss, tasks, 0.1, K)(w)
+        assert _err(fo, ml.meta_gradient(ml.fomaml_grad, ml.cosine_loss, w, ep, alpha=0.1, steps=K)) < 1e-13
+        rp = ex.full_batch_direction("reptile", ml.cosine_loss, tasks, 0.1, K)(w)
+        assert _err(rp, ml.meta_gradient(ml.reptile_grad, ml.cosine_loss, w, ep, alpha=0.1, steps=K)) < 1e-13
+    # the naive K-step difference equals the forward estimator for K = 1 ...
+    nv = ex.full_batch_direction("naive", ml.cosine_loss, tasks, 0.1, 1, delta=1e-4)(w)
+    fw = ex.full_batch_direction("chayti", ml.cosine_loss, tasks, 0.1, 1, delta=1e-4)(w)
+    assert _err(nv, fw) < 1e-10
+    # ... but estimates J v, not J^T v, for K > 1
+    nv3 = ex.full_batch_direction("naive", ml.cosine_loss, tasks, 0.3, 3, delta=1e-7)(w)
+    ex3 = ml.exact_meta_gradient(ml.cosine_loss, w, tasks, 0.3, 3)
+    assert _err(nv3, ex3) > 1e-4
+
+
+def test_fixed_point_linear_field():
+    A = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+    b = jnp.array([1.0, -1.0])
+    w, r = ex.fixed_point(lambda w: A @ w - b, jnp.zeros(2), iters=3)
+    assert r < 1e-14 and np.allclose(w, np.linalg.solve(A, b))
+
+
+def test_plateau_and_optimum_on_grid():
+    assert ex.plateau(np.r_[np.ones(90), 2 * np.ones(10)]) == 2.0
+    hs = np.logspace(-4, 0, 41)
+    eps = np.array([1e-9, 1e-6])
+    errs = hs[None] ** 2 + eps[:, None] / hs[None]
+    h_opt, e_opt = ex.optimum_on_grid(hs, errs)
+    exact_h = (eps / 2) ** (1 / 3)
+    assert np.allclose(h_opt, exact_h, rtol=0.05)
+    assert np.allclose(e_opt, exact_h**2 + eps / exact_h, rtol=0.02)
+
+
+def test_noisy_estimator_error_zero_noise_is_fd_error():
+    _, t = _cos_task()
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    hs = [1e-2, 1e-3]
+    e = ex.noisy_estimator_error(ml.cosine_loss, w, t, 0.1, hs, [0.0, 1e-6], "central", 20, jax.random.key(0))
+    exact = ml.maml_grad(ml.cosine_loss, w, ml.Episode.deterministic(t), alpha=0.1)
+    for j, h in enumerate(hs):
+        est = ml.chayti_grad(ml.cosine_loss, w, ml.Episode.deterministic(t), alpha=0.1, delta=h, scheme="central")
+        assert e[0, j] == pytest.approx(_err(est, exact), rel=1e-6)
+    assert e[1, 1] > e[0, 1]  # noise adds error at small h
+
+
+def test_k_step_cost_table():
+    assert ex.k_step_cost("maml", 3) == (4, 3)
+    assert ex.k_step_cost("chayti_forward", 3) == (7, 0)
+    assert ex.k_step_cost("chayti_central", 3) == (10, 0)
+    assert ex.k_step_cost("chayti_forward_recompute", 3) == (3 * 3 + 1 + 3, 0)
+    assert ex.k_step_cost("chayti_forward", 1)[0] == ml.make_estimator("chayti", alpha=0.1, delta=1e-3).grads_per_task
+
+
+def test_growing_loss_and_optimizer_runs():
+    pool = ex.sample_growing_tasks(jax.random.key(0), 6, 3, 0.05)
+    t = jax.tree_util.tree_map(lambda x: x[0], pool)
+    w = jnp.array([1.0, 2.0, -1.0])
+    r = w - t.cos.c
+    assert float(ex.growing_loss(w, t)) == pytest.approx(float(ml.cosine_loss(w, t.cos) + 0.0125 * jnp.dot(r, r) ** 2))
+    w0s = jnp.stack([w, -w])
+    out = ex.optimizer_runs(ex.growing_loss, pool, 0.05, "nsgdm", [0.01, 0.1], w0s, num_steps=40, batch_size=3,
+                            delta=1e-3, key=jax.random.key(1), record_every=10)
+    assert out["grad_norm"].shape == (2, 2, 4) and out["final"].shape == (2, 2)
+    assert not out["diverged"].any()
+    big = ex.optimizer_runs(ex.growing_loss, pool, 0.05, "sgd", [1e3], 20 * w0s, num_steps=20, batch_size=3,
+                            delta=1e-3, key=jax.random.key(1), record_every=10)
+    assert big["diverged"].all() and np.isinf(big["final"]).all()
+    with pytest.raises(ValueError, match="needs the global constants"):
+        ex.optimizer_runs(ex.growing_loss, pool, 0.05, "fallah", [0.1], w0s, num_steps=10, batch_size=3,
+                          delta=1e-3, key=jax.random.key(1))
+
+
+def test_memory_sweep_rows():
+    rows = ex.memory_sweep([(4, 1), (4, 2)], n_points=5)
+    names = {r["method"] for r in rows}
+    assert names == {"maml", "chayti_forward", "chayti_forward_recompute", "fomaml"}
+    assert all(r["temp_bytes"] >= 0 and r["params"] == 1 * 4 + 4 + 4 * 4 + 4 + 4 + 1 for r in rows)
