@@ -70,8 +70,9 @@ pdf: $(STAMP) system-deps pages pack
 	$(VENV)/bin/jupyter-book build . --builder singlehtml $(JB_FLAGS)
 	$(PY) -m mathlib.book pdf _build/singlehtml/index.html _build/pdf/book.pdf
 
+PYTEST_ARGS ?=
 test: $(STAMP) system-deps
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_maml_sinusoid.py --markdown book/data/benchmark.md

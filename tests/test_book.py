@@ -136,6 +136,7 @@ def browser():
         yield b
 
 
+@pytest.mark.browser
 def test_key_pages_render_offline_in_a_browser(built_book, browser):
     """Headless Chromium with the network off: math typeset (no raw TeX, no MathJax error), no
     console error, no request leaving the machine, every image loads. Screenshots: .cache/browser/."""
@@ -152,6 +153,7 @@ def test_key_pages_render_offline_in_a_browser(built_book, browser):
     assert not found, "\n".join(f"{k}:\n  " + "\n  ".join(v) for k, v in found.items())
 
 
+@pytest.mark.browser
 def test_interactive_slider_works_without_a_kernel(built_book, browser):
     """The pilot static interactive figure on the notation page: one frame shown at a time, and
     moving the slider shows the frame of the chosen alpha (offline, no kernel)."""
@@ -169,6 +171,7 @@ def test_interactive_slider_works_without_a_kernel(built_book, browser):
     browser.screenshot(SHOTS / "notation-slider.png")
 
 
+@pytest.mark.browser
 def test_search_finds_a_word_from_a_chapter(built_book, browser):
     from mathlib.book._browser import search
 
@@ -177,6 +180,7 @@ def test_search_finds_a_word_from_a_chapter(built_book, browser):
     assert any("fallah2020" in l for l in links), f"search for 'smoothness' found {links}"
 
 
+@pytest.mark.browser
 def test_equations_stay_visible_in_the_dark_theme(built_book, browser):
     from mathlib.book._browser import dark_theme_contrast
 
@@ -190,6 +194,7 @@ def test_equations_stay_visible_in_the_dark_theme(built_book, browser):
 
 
 # --------------------------------------------------------------------------- PDF
+@pytest.mark.pdf
 def test_pdf_of_the_book(built_book, book_root, browser):
     """The single-page HTML (reusing the HTML build's doctrees) printed by headless Chromium.
     Skips with instructions when Chromium is absent (the browser fixture)."""

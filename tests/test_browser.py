@@ -7,7 +7,7 @@ import pytest
 
 from mathlib.book._browser import INSTALL_HINT, Chromium, find_chromium, page_problems
 
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason=INSTALL_HINT)
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(find_chromium() is None, reason=INSTALL_HINT)]
 
 
 @pytest.fixture(scope="module")

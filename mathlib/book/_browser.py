@@ -83,17 +83,25 @@ class Chromium:
             if _can_unshare():
                 args = [shutil.which("unshare"), "-n", *args]
                 self.network_namespace = True
+        import fcntl
+
         to_chrome_r, self._w = os.pipe()
         self._r, from_chrome_w = os.pipe()
-
-        def _fds():  # in the child: the pipe ends become fds 3 (commands) and 4 (replies)
-            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
-            a, b = (os.dup(a) if a in (3, 4) else a), (os.dup(b) if b in (3, 4) else b)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, close_fds=False, preexec_fn=_fds)
+        for name in ("to_chrome_r", "from_chrome_w"):  # move to fds >= 10: no clash with 3 and 4
+            fd = locals()[name]
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            os.close(fd)
+            if name == "to_chrome_r":
+                to_chrome_r = high
+            else:
+                from_chrome_w = high
+        # The pipe ends become fds 3 (commands) and 4 (replies) of Chromium. A shell does the
+        # renumbering, so no preexec_fn is needed (forking a multithreaded process, e.g. with JAX
+        # loaded, is unsafe; without preexec_fn Python can use vfork/posix_spawn).
+        shell = shutil.which("bash") or "/bin/bash"  # dash cannot redirect fds >= 10
+        wrapper = [shell, "-c", f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', "bash", *args]
+        self.proc = subprocess.Popen(wrapper, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, pass_fds=(to_chrome_r, from_chrome_w))
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buf = b""
