@@ -547,3 +547,31 @@ def test_beamer_slides_compile(tmp_path, monkeypatch):
     r = subprocess.run(["latexmk", "-xelatex", "-interaction=nonstopmode", "slides.tex"], cwd=out,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and (out / "slides.pdf").is_file(), r.stdout[-3000:]
+
+
+def test_content_hash_follows_only_the_drivers_a_notebook_imports(tmp_path):
+    """Editing one chapter's driver re-executes that chapter's notebooks (and those whose drivers
+    import it), not the whole book; editing the core re-executes everything."""
+    from mathlib.book._execute import content_hash
+
+    (tmp_path / "mathlib" / "experiments").mkdir(parents=True)
+    (tmp_path / "mathlib" / "_core.py").write_text("x = 1\n")
+    (tmp_path / "mathlib" / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "mathlib" / "experiments" / "aaa2020.py").write_text("a = 1\n")
+    (tmp_path / "mathlib" / "experiments" / "bbb2021.py").write_text("from mathlib.experiments import aaa2020\n")
+    (tmp_path / "mathlib" / "experiments" / "ccc2022.py").write_text("c = 1\n")
+    for key in ("aaa2020", "bbb2021", "ccc2022"):
+        _nb(tmp_path / "notebooks" / key / "01.ipynb", f"from mathlib.experiments import {key} as ex\nex")
+    nbs = {k: Path("notebooks") / k / "01.ipynb" for k in ("aaa2020", "bbb2021", "ccc2022")}
+
+    def hashes():
+        return {k: content_hash(tmp_path, p, {}) for k, p in nbs.items()}
+
+    h0 = hashes()
+    (tmp_path / "mathlib" / "experiments" / "aaa2020.py").write_text("a = 2\n")
+    h1 = hashes()
+    assert h1["aaa2020"] != h0["aaa2020"] and h1["bbb2021"] != h0["bbb2021"]  # direct and transitive
+    assert h1["ccc2022"] == h0["ccc2022"]
+    (tmp_path / "mathlib" / "_core.py").write_text("x = 2\n")
+    h2 = hashes()
+    assert all(h2[k] != h1[k] for k in nbs)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,14 +36,44 @@ FIGURES = GENERATED / "figures"
 STAGING = GENERATED / ".staging"
 
 
+_EXPERIMENT_IMPORT = re.compile(
+    r"(?:from\s+mathlib\.experiments\s+import\s+([\w\s,]+?)(?:\s+as\s+\w+)?\s*(?:$|\\n|\")"
+    r"|mathlib\.experiments\.(\w+))",
+    re.M,
+)
+
+
+def _experiment_modules(root: Path, text: str) -> set[str]:
+    """Chapter driver modules (``mathlib/experiments/<key>.py``) that ``text`` imports, transitively."""
+    found: set[str] = set()
+    todo = [text]
+    while todo:
+        for m in _EXPERIMENT_IMPORT.finditer(todo.pop()):
+            names = [m.group(2)] if m.group(2) else [n.split(" as ")[0].strip() for n in m.group(1).split(",")]
+            for name in names:
+                path = root / "mathlib" / "experiments" / f"{name}.py"
+                if name and name not in found and path.is_file():
+                    found.add(name)
+                    todo.append(path.read_text())
+    return found
+
+
 def content_hash(root: Path, source: Path, parameters: dict[str, Any]) -> str:
-    """SHA-256 over the notebook, the library sources, the parameters and the lock file."""
+    """SHA-256 over the notebook, the library it runs, the parameters and the lock file.
+
+    The library is the core (``mathlib/*.py``, ``mathlib/experiments/__init__.py``) plus the chapter
+    driver modules the notebook imports (``from mathlib.experiments import <key>``, followed
+    transitively), so editing one chapter's driver re-executes only the notebooks that use it.
+    The build tooling ``mathlib/book/`` is not computation and is left out.
+    """
     h = hashlib.sha256()
-    h.update(b"notebook\0" + (root / source).read_bytes())
-    for path in sorted((root / "mathlib").rglob("*.py")):
+    nb_bytes = (root / source).read_bytes()
+    h.update(b"notebook\0" + nb_bytes)
+    paths = [p for p in (root / "mathlib").glob("*.py")]
+    paths += [root / "mathlib" / "experiments" / "__init__.py"]
+    paths += [root / "mathlib" / "experiments" / f"{k}.py" for k in _experiment_modules(root, nb_bytes.decode("utf-8"))]
+    for path in sorted(p for p in paths if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel.startswith("mathlib/book/"):
-            continue  # build tooling, not computation
         h.update(rel.encode() + b"\0" + path.read_bytes())
     h.update(b"parameters\0" + json.dumps(parameters, sort_keys=True).encode())
     lock = root / "requirements.lock"
