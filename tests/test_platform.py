@@ -534,7 +534,7 @@ def test_lecturer_pack_is_complete_ordered_and_reproducible(tmp_path, monkeypatc
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("xelatex") is None,
-                    reason="Beamer check needs TeX: apt-get install latexmk texlive-xetex texlive-latex-recommended")
+                    reason="Beamer check needs TeX: apt-get install latexmk texlive-xetex texlive-latex-recommended texlive-fonts-recommended")
 def test_beamer_slides_compile(tmp_path, monkeypatch):
     import zipfile
 

@@ -132,6 +132,7 @@ def slides_tex(figs: list[dict[str, Any]], meta: dict[str, str], title: str) -> 
     lines = [
         "% Beamer slides of the book's figures: one figure per slide, caption, citation;",
         "% the alt text is in the speaker notes. Compile: latexmk -xelatex slides.tex",
+        "% (Debian: apt-get install latexmk texlive-xetex texlive-latex-recommended texlive-fonts-recommended)",
         r"\documentclass[aspectratio=169,11pt]{beamer}",
         r"\usepackage{graphicx}",
         r"\usepackage{amsmath,amssymb}",
