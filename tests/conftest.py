@@ -16,6 +16,10 @@ jax.config.update("jax_enable_x64", True)
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Persistent compilation cache for the library tests (the executor uses the same folder for the
+# notebooks): a second `make test` reuses compiled programs instead of recompiling them.
+jax.config.update("jax_compilation_cache_dir", str(ROOT / ".cache" / "jax"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
 @pytest.fixture(scope="session")
