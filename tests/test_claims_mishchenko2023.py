@@ -63,6 +63,9 @@ def test_claim2_neighbourhood_shrinks_with_ratio_lamL_empirical(executed):
     # the derived bounds hold where their conditions hold, and are loose (one to three orders)
     assert 1.0 <= r["mishchenko2023-q-naive-slack"] < 1e3
     assert 1.0 <= r["mishchenko2023-q-pert-slack"] < 1e3
+    # at this small kappa_M the bias-only bound is the tighter one (remark mishchenko2023-rem-kappa)
+    assert r["mishchenko2023-q-kappa-M"] < 24
+    assert r["mishchenko2023-q-naive-slack"] < r["mishchenko2023-q-pert-slack"]
 
 
 def test_claim2_placement_of_minimisers_empirical(executed):
@@ -74,6 +77,8 @@ def test_claim2_placement_of_minimisers_empirical(executed):
     assert 0.85 <= r["mishchenko2023-q-slope-maml-moreau"] <= 1.3
     assert 0.85 <= r["mishchenko2023-q-slope-moreau-joint"] <= 1.15
     assert r["mishchenko2023-q-fo-nearer-moreau-rate"] == 1.0
+    # at lam L = 0.5 the ordering is no longer the first-order one: FO-MAML is nearer iMAML than Moreau
+    assert r["mishchenko2023-q-dist-fomaml-imaml"] < r["mishchenko2023-q-dist-fomaml-moreau"]
 
 
 def test_claim3_digits_plateau_against_s_empirical(executed):
@@ -85,10 +90,13 @@ def test_claim3_digits_plateau_against_s_empirical(executed):
     assert r["mishchenko2023-dig-ratio"] < r["mishchenko2023-dig-lamL"]
     assert abs(r["mishchenko2023-dig-ratio"] / r["mishchenko2023-dig-lam-hmax"] - 1) < 0.2
     assert r["mishchenko2023-dig-plateau-smax"] < 1e-2 * r["mishchenko2023-dig-plateau-s1"]
+    # the bias-only bound with the global constants holds, and is loose by orders of magnitude
+    assert r["mishchenko2023-dig-naive-valid"] is True
+    assert 100.0 <= r["mishchenko2023-dig-naive-min-slack"] < 1e5
 
 
-def test_claim4_variance_floor_matches_exact_stationary_value_empirical(executed):
-    """Empirical claim: simulated stationary errors match lemma mishchenko2023-lem-lyapunov (Monte Carlo)."""
+def test_claim4_variance_floor_matches_exact_stationary_value_implementation_check(executed):
+    """Implementation check (Monte Carlo): simulated stationary errors match the derived lemma mishchenko2023-lem-lyapunov."""
     r = executed("mishchenko2023/04-stochastic")
     assert 0.85 <= r["mishchenko2023-st-ratio-min"] <= r["mishchenko2023-st-ratio-max"] <= 1.15
     assert r["mishchenko2023-st-full-relerr"] < 1e-6
@@ -100,9 +108,10 @@ def test_claim4_variance_floor_scales_with_beta_and_batch_empirical(executed):
     assert 0.8 <= r["mishchenko2023-st-slope-beta-min"] <= r["mishchenko2023-st-slope-beta-max"] <= 1.2
     assert 0.85 <= r["mishchenko2023-st-cB-ratio-min"] <= r["mishchenko2023-st-cB-ratio-max"] <= 1.15
     assert r["mishchenko2023-st-gain-full"] > 10.0  # full batch: the bias floor drops with s
-    assert 0.5 < r["mishchenko2023-st-gain-B1"] < 1.5  # one task per step: variance dominates, s does not help
-    if r["mishchenko2023-st-bound-cells"] > 0:
-        assert r["mishchenko2023-st-bound-slack"] >= 1.0  # implementation check of the theorem
+    assert 0.5 < r["mishchenko2023-st-gain-B1"] < 1.1  # one task per step: variance dominates, s does not lower it
+    # the derived bound applies in a few cells only, holds there, and is loose by orders of magnitude
+    assert 0 < r["mishchenko2023-st-bound-cells"] < r["mishchenko2023-st-ncells"]
+    assert 10.0 <= r["mishchenko2023-st-bound-slack"] < 1e4
 
 
 def test_claim5_imaml_counterexample_implementation_check(executed):
@@ -117,8 +126,8 @@ def test_claim5_imaml_counterexample_implementation_check(executed):
     assert r["mishchenko2023-im-M-d2-min"] > -1e-6
 
 
-def test_claim5_smooth_variant_curvature_unbounded_empirical(executed):
-    """Empirical claim: min g'' of the smooth variant grows like 1/eps, at the predicted leading order."""
+def test_claim5_smooth_variant_curvature_unbounded_implementation_check(executed):
+    """Implementation check (of a derived asymptotic): min g'' of the smooth variant grows like 1/eps, at the leading order of the proposition."""
     r = executed("mishchenko2023/05-imaml")
     assert -1.1 <= r["mishchenko2023-im-eps-slope"] <= -0.9  # -min g'' ~ 1/eps
     assert r["mishchenko2023-im-curv-eps-min"] < -10.0

@@ -124,3 +124,25 @@ def test_bounds_nan_outside_conditions():
 def test_fit_ratio_exact_geometric():
     s = np.arange(1, 8)
     assert ex.fit_ratio(s, 3 * 0.4**s) == pytest.approx(0.4)
+
+
+def test_bound_formulas_match_the_theorems():
+    # lam L = 0.5, kappa = 10: kappa_M = 10 * 1.05 / 1.5 = 7 (the chapter's quadratic family)
+    lam, L, mu, sig = 0.5, 1.0, 0.1, 2.0
+    k = 10 * 1.05 / 1.5
+    assert ex.envelope_constants(L, mu, lam)["kappa_M"] == pytest.approx(k)
+    s = 3
+    q = k * 0.5 ** (s + 1)
+    assert float(ex.naive_radius(lam, L, mu, s, sig)) == pytest.approx(k * lam * 0.5**s * sig / (1 - q))
+    assert float(ex.perturbed_radius(lam, L, mu, s, sig)) == pytest.approx(np.sqrt(24 * k) * lam * 0.5**s * sig)
+    assert np.isnan(ex.perturbed_radius(lam, L, mu, 2, sig))  # 24 * 7 * 0.5**6 > 1
+    LM, muM, n, B, beta = 1 / 1.5, 0.1 / 1.05, 20, 20, 0.4
+    s = 4  # 72 * 7 * 0.5**10 <= 1; B = n: no variance term, no step condition from c_B
+    assert float(ex.stochastic_bound(lam, L, mu, s, sig, 1.0, beta, B, n)) == pytest.approx(36 * k * lam**2 * 0.5 ** (2 * s) * sig**2)
+    B, beta = 5, 0.05  # c_B = 15/95; beta <= mu_M / (24 c_B L_M^2) = 0.0566
+    cB = (n - B) / (B * (n - 1))
+    assert beta <= muM / (24 * cB * LM**2)
+    val = 36 * k * lam**2 * 0.5 ** (2 * s) * sig**2 + 12 * beta * cB * 1.5**2 / muM
+    assert float(ex.stochastic_bound(lam, L, mu, s, sig, 1.5, beta, B, n)) == pytest.approx(val)
+    assert np.isnan(ex.stochastic_bound(lam, L, mu, s, sig, 1.5, 0.1, B, n))
+    assert float(ex.cg_bound(4.0, 3)) == pytest.approx(2 * (1 / 3) ** 3)
