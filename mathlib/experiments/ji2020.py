@@ -109,11 +109,8 @@ def _jacobian_path_arrays(loss, params, batch, alpha, steps):
     eye = jnp.eye(u0.size, dtype=u0.dtype)
 
     def rec(u, J, H):
-        # one Hessian per step (shared with the update); ||J||_2 = sqrt(lambda_max(J^T J)) by eigvalsh,
-        # several times cheaper than the SVD behind jnp.linalg.norm(J, 2) and as accurate here
-        ev = jnp.linalg.eigvalsh(H)
-        jn = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(J.T @ J)[-1], 0.0))
-        return jnp.stack([jn, ev[0], ev[-1], f(u)])
+        ev = jnp.linalg.eigvalsh(H)  # one Hessian per step, shared with the Jacobian update
+        return jnp.stack([jnp.linalg.norm(J, 2), ev[0], ev[-1], f(u)])
 
     def body(carry, _):
         u, J = carry
@@ -162,10 +159,8 @@ def masked_adapt(loss: ml.HeadLoss, params, batch, alpha, n, n_max: int):
     gh = jax.grad(lambda h: loss.head_loss(h, feats))
 
     def step(h, t):
-        # lax.cond: when n is not batched (one N per call, e.g. train_deterministic) the masked steps
-        # are skipped at run time, forward and backward; under vmap over n it becomes a select
-        return jax.lax.cond(t < n, lambda x: jax.tree_util.tree_map(lambda a, d: a - alpha * d, x, gh(x)),
-                            lambda x: x, h), None
+        m = (t < n).astype(jax.tree_util.tree_leaves(h)[0].dtype)
+        return jax.tree_util.tree_map(lambda x, d: x - alpha * m * d, h, gh(h)), None
 
     head, _ = jax.lax.scan(step, params["head"], jnp.arange(n_max))
     return {"body": params["body"], "head": head}
@@ -349,10 +344,7 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
         _, rec = jax.lax.scan(step, p0, None, length=num_steps)
         return rec
 
-    # configurations one after another (lax.map), initialisations vectorised: N stays a scalar, so
-    # the inner steps beyond N are skipped instead of masked (compute ~ sum of N, not configs * n_max)
-    over_inits = jax.vmap(run, in_axes=(0, None, None))
-    runs = jax.jit(lambda p0, a, n: jax.lax.map(lambda an: over_inits(p0, an[0], an[1]), (a, n)))
+    runs = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, 0)))
     out = runs(params0, jnp.asarray(alphas, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32),
                jnp.asarray(ns, jnp.int32))
     return dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"), (np.asarray(o) for o in out)))
