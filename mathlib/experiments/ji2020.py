@@ -282,7 +282,8 @@ def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: i
     ns = np.asarray(ns, dtype=int)
     n_max = int(ns.max()) if n_max is None else check_int("implicit_error_sweep", "n_max", n_max)
     g_impl, h_star, res = implicit_body_grad(loss, params, episode)
-    rel, head, gi_norm = (np.asarray(x) for x in _errors_over_n(loss, params, episode, alpha, jnp.asarray(ns), n_max, g_impl))
+    out = _errors_over_n(loss, params, episode, alpha, jnp.asarray(ns), n_max, g_impl)
+    rel, head, gi_norm = (np.asarray(x) for x in out)
     ev, seen = _spectrum_at(loss, params, episode, h_star)
     seen = np.asarray(seen)
     ev = np.asarray(ev)
@@ -434,22 +435,6 @@ def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, k
     return np.asarray(curves), np.asarray(per_task)
 
 
-@functools.lru_cache(maxsize=16)
-def _meta_step(method, kind, alpha, steps, activation):
-    """One jitted meta-step per configuration, cached: repeated timings do not recompile."""
-    loss = ml.body_head_loss(kind, activation=activation)
-    est = _estimator(method, alpha, steps)
-    opt = optax.adam(1e-3)
-
-    @jax.jit
-    def step(p, s, episodes):
-        g = ml.meta_gradient(est, loss, p, episodes)
-        upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s
-
-    return step, opt
-
-
 def time_meta_step(method: str, kind: str, params, episodes, *, alpha, steps: int, repeats: int = 20,
                    activation: str = "relu"):
     r"""Wall-clock seconds of one jitted meta-step (meta-gradient over the batch + Adam update).
@@ -460,12 +445,21 @@ def time_meta_step(method: str, kind: str, params, episodes, *, alpha, steps: in
     ratios measured side by side. Claim 4.
     """
     repeats = check_int("time_meta_step", "repeats", repeats)
-    step, opt = _meta_step(method, kind, float(alpha), int(steps), activation)
+    loss = ml.body_head_loss(kind, activation=activation)
+    est = _estimator(method, alpha, steps)
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def step(p, s):
+        g = ml.meta_gradient(est, loss, p, episodes)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s
+
     s = opt.init(params)
-    jax.block_until_ready(step(params, s, episodes))  # compiles on the first call only (cached step)
+    jax.block_until_ready(step(params, s))
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(step(params, s, episodes))
+        jax.block_until_ready(step(params, s))
         ts.append(time.perf_counter() - t0)
     return float(np.min(ts))
