@@ -257,7 +257,7 @@ def _errors_over_n(loss, params, episode, alpha, ns, n_max, g_impl):
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _spectrum_at(loss, params, episode, h_star):
-    """Eigenpairs of $H^*$ and $\|M^{*\top}u_j\|$ in one compiled function (eager, it was many small compiles)."""
+    r"""Eigenpairs of $H^*$ and $\|M^{*\top}u_j\|$ in one compiled function (eager, it was many small compiles)."""
     fs = loss.features(params["body"], episode.support)
     u_star, unravel = ravel_pytree(h_star)
     ev, U = jnp.linalg.eigh(jax.hessian(lambda u: loss.head_loss(unravel(u), fs))(u_star))
