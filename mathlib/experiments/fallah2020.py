@@ -60,7 +60,6 @@ def logistic_fd_problem(key, n: int = 50, dim: int = 10, l2: float = 1e-2, dtype
         ``(loss, w, batch, v, rho)`` with ``loss(w, batch)``.
     """
     from mathlib._data import sample_logistic_tasks
-    from mathlib._models import logistic_loss as _ll
 
     n = check_int("logistic_fd_problem", "n", n)
     dim = check_int("logistic_fd_problem", "dim", dim)
@@ -70,12 +69,20 @@ def logistic_fd_problem(key, n: int = 50, dim: int = 10, l2: float = 1e-2, dtype
     w = jax.random.normal(kw, (dim,), dtype)
     v = jax.random.normal(kv, (dim,), dtype)
     v = v / jnp.linalg.norm(v)
-    rho = float(SIGMOID_D2_MAX * jnp.mean(jnp.linalg.norm(batch[0], axis=1) ** 3))
+    rho = float(SIGMOID_D2_MAX * np.mean(np.linalg.norm(np.asarray(batch[0]), axis=1) ** 3))
+    return _logistic_l2_loss(float(l2)), w, batch, v, rho
+
+
+@functools.lru_cache(maxsize=None)
+def _logistic_l2_loss(l2: float):
+    """``loss(w, batch)`` = :func:`mathlib.logistic_loss` with ridge ``l2``; one function object per ``l2``
+    so that compiled sweeps (:func:`fd_error_sweep`) are reused across draws."""
+    from mathlib._models import logistic_loss as _ll
 
     def loss(p, b):
         return _ll(p, b, l2=l2)
 
-    return loss, w, batch, v, rho
+    return loss
 
 
 def _cast(tree, dtype):
@@ -99,16 +106,26 @@ def fd_error_sweep(loss, params, batch, v, deltas, dtype, schemes=("central", "f
         check_choice("fd_error_sweep", "schemes", s, ("central", "forward"))
     if not jax.config.jax_enable_x64:
         raise ValueError("fd_error_sweep: needs jax_enable_x64=True for the float64 reference")
-    p64, b64, v64 = (_cast(t, jnp.float64) for t in (params, batch, v))
-    ref = np.asarray(hvp(loss, p64, b64, v64), dtype=np.float64)
-    pc, bc, vc = (_cast(t, dtype) for t in (params, batch, v))
-    out = {}
     ds = jnp.asarray(np.asarray(deltas, dtype=np.float64), dtype)
-    for s in schemes:
-        approx = jax.vmap(lambda d, s=s: fd_hvp(loss, pc, bc, vc, d, scheme=s))(ds)
-        approx = np.asarray(approx, dtype=np.float64)
-        out[s] = np.linalg.norm(approx - ref[None], axis=1) / np.linalg.norm(ref)
-    return out
+    errs = _fd_sweep_program(loss, jnp.dtype(dtype), tuple(schemes))(params, batch, v, ds)
+    return {s: np.asarray(e, dtype=np.float64) for s, e in zip(schemes, errs)}
+
+
+@functools.lru_cache(maxsize=None)
+def _fd_sweep_program(loss, dtype, schemes):
+    """One compiled program per (loss, dtype, schemes) for :func:`fd_error_sweep`: reference, FD HVPs, errors."""
+
+    def run(params, batch, v, ds):
+        p64, b64, v64 = (_cast(t, jnp.float64) for t in (params, batch, v))
+        ref = hvp(loss, p64, b64, v64)
+        pc, bc, vc = (_cast(t, dtype) for t in (params, batch, v))
+        out = []
+        for s in schemes:
+            approx = jax.vmap(lambda d, s=s: fd_hvp(loss, pc, bc, vc, d, scheme=s))(ds).astype(jnp.float64)
+            out.append(jnp.linalg.norm(approx - ref[None], axis=1) / jnp.linalg.norm(ref))
+        return tuple(out)
+
+    return jax.jit(run)
 
 
 def fit_loglog_slope(x, y):
@@ -802,22 +819,22 @@ def linreg_noise_constants(tasks, alpha, w, seed: int = 0, num_samples: int = 20
 
 
 @functools.lru_cache(maxsize=None)
-def _step_rule_program(loss, num_steps: int, adaptive: bool):
+def _step_rule_program(loss, num_steps: int):
     from mathlib._diagnostics import exact_meta_gradient, exact_meta_objective, local_smoothness_bound
 
-    def one(tasks, alpha, L, rho, value, w0):
+    def one(tasks, alpha, L, rho, value, adaptive, w0):
         def body(w, _):
             F = exact_meta_objective(loss, w, tasks, alpha)
             g = exact_meta_gradient(loss, w, tasks, alpha)
             Lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
             tg = jax.vmap(lambda t: jax.grad(loss)(w, t))(tasks)
             sig = jnp.sqrt(jnp.mean(jnp.sum((tg - tg.mean(0)) ** 2, axis=-1)))
-            beta = value / Lw if adaptive else value
+            beta = jnp.where(adaptive, value / Lw, value)
             return w - beta * g, (beta, F, jnp.linalg.norm(g), sig, Lw)
 
         return jax.lax.scan(body, w0, None, length=num_steps)[1]
 
-    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0)))
 
 
 def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, beta=None):
@@ -825,7 +842,7 @@ def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, b
 
     Exactly one of ``c`` (adaptive, {prf:ref}`fallah2020-alg-stepsize` with the exact $L(w)$ of
     {prf:ref}`fallah2020-lem-smoothness`) and ``beta`` (constant control) is given. One compiled
-    ``lax.scan`` per rule, ``vmap`` over the starts ``w0s`` (array (n, d)); $c$ or $\beta$ is traced.
+    ``lax.scan`` for every rule (the rule and $c$ or $\beta$ are traced), ``vmap`` over the starts ``w0s`` (array (n, d)).
     Records at every iterate $w_k$ (before the step): the step size $\beta_k$, $F(w_k)$,
     $\|\nabla F(w_k)\|$, the task dissimilarity $\sigma(w_k)=\sqrt{\E_i\|\nabla f_i(w_k)-\nabla f(w_k)\|^2}$
     and $L(w_k)$. Claim 5 ({prf:ref}`fallah2020-thm-det-maml`, {prf:ref}`fallah2020-rem-step-size`).
@@ -840,8 +857,9 @@ def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, b
     check_positive("step_rule_runs", "c" if c is not None else "beta", value)
     w0s = jnp.asarray(w0s)
     dt = w0s.dtype
-    prog = _step_rule_program(loss, num_steps, c is not None)
-    out = prog(tasks, jnp.asarray(alpha, dt), jnp.asarray(L, dt), jnp.asarray(rho, dt), jnp.asarray(value, dt), w0s)
+    prog = _step_rule_program(loss, num_steps)
+    out = prog(tasks, jnp.asarray(alpha, dt), jnp.asarray(L, dt), jnp.asarray(rho, dt), jnp.asarray(value, dt),
+               jnp.asarray(c is not None), w0s)
     keys = ("beta", "loss", "grad_norm", "sigma", "Lw")
     res = {k: np.asarray(v) for k, v in zip(keys, out)}
     if not np.all(np.isfinite(res["grad_norm"])):
@@ -895,33 +913,44 @@ def hf_floor_bound(tasks, loss, alpha, w, delta, rho2):
     return float(alpha * rho2 / 6 * delta**2 * jnp.mean(jnp.linalg.norm(g, axis=-1) ** 3))
 
 
+def _hf_rule_grad(loss, params, episode, alpha, h, power, c_maml, c_fo, c_hf):
+    r"""One task's direction of :func:`hf_rule_runs` for a traced rule (one compiled program serves all rules).
+
+    ``c_maml * maml_grad + c_fo * fomaml_grad + c_hf * hf_maml_grad`` (one-hot weights), the latter with the
+    per-task $\delta_i=h\,\|v_i\|^{-p}$ and ``delta_rule="fixed"``: $p=0$ is a fixed $\delta=h$, $p=1$ with
+    $h=1/(6\rho\alpha)$ is the theorem's rule (``delta_rule="per_task"``), $p=2$ with $h=2\epsilon/(\alpha\rho)$
+    is :func:`hf_maml_target_grad`; $v_i=0$ gives $\delta_i=h$.
+    """
+    from mathlib._core import tree_norm
+    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad
+
+    g = jax.grad(loss)
+    w_ad = jax.tree_util.tree_map(lambda p, q: p - alpha * q, params, g(params, episode.support))
+    nv = tree_norm(g(w_ad, episode.query))
+    d = h / jnp.where(nv > 0, nv, 1.0) ** power
+    parts = (maml_grad(loss, params, episode, alpha), fomaml_grad(loss, params, episode, alpha),
+             hf_maml_grad(loss, params, episode, alpha, d, delta_rule="fixed"))
+    return jax.tree_util.tree_map(lambda a, b, c: c_maml * a + c_fo * b + c_hf * c, *parts)
+
+
 @functools.lru_cache(maxsize=None)
-def _hf_program(loss, kind: str, num_steps: int):
+def _hf_program(loss, num_steps: int):
     from mathlib._core import Episode
     from mathlib._diagnostics import exact_meta_gradient
-    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, meta_gradient
+    from mathlib._estimators import meta_gradient
 
-    def direction(w, ep, alpha, rho, h):
-        if kind == "maml":
-            return meta_gradient(maml_grad, loss, w, ep, alpha=alpha)
-        if kind == "fomaml":
-            return meta_gradient(fomaml_grad, loss, w, ep, alpha=alpha)
-        if kind == "fixed":
-            return meta_gradient(hf_maml_grad, loss, w, ep, alpha=alpha, delta=h)
-        if kind == "theorem":
-            return meta_gradient(hf_maml_grad, loss, w, ep, alpha=alpha, delta=1.0 / (6.0 * rho * alpha),
-                                 delta_rule="per_task")
-        return meta_gradient(hf_maml_target_grad, loss, w, ep, alpha=alpha, eps=h, rho=rho)  # "target"
-
-    def one(tasks, alpha, rho, beta, w0, h):
+    def one(tasks, alpha, beta, w0, rule):
         ep = Episode.deterministic(tasks)
+        h, power, cm, cf, ch = rule
 
         def body(w, _):
-            return w - beta * direction(w, ep, alpha, rho, h), jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha))
+            step = meta_gradient(_hf_rule_grad, loss, w, ep, alpha=alpha, h=h, power=power, c_maml=cm, c_fo=cf,
+                                 c_hf=ch)
+            return w - beta * step, jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha))
 
         return jax.lax.scan(body, w0, None, length=num_steps)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, 0)))
 
 
 def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=(), targets=()):
@@ -930,8 +959,9 @@ def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=()
     Rules: ``"maml"``, ``"fomaml"``, ``"theorem"`` ($\delta_i=1/(6\rho\alpha\|v_i\|)$), ``"delta=<d>"``
     (fixed $\delta$, central, {prf:ref}`fallah2020-lem-fd-hvp`) for each of ``deltas``, and
     ``"target=<e>"`` ($\delta_i=2\epsilon/(\alpha\rho\|v_i\|^2)$, :func:`hf_maml_target_grad`) for each
-    $\epsilon$ in ``targets``. Fixed $\delta$'s and targets are vmapped (traced), so one compilation
-    per rule serves every value and every task family of the same shape. Constant step ``beta``.
+    $\epsilon$ in ``targets``. Every rule is a traced row of :func:`_hf_rule_grad`'s parameters and the
+    rules are vmapped, so one compilation serves every rule, value and task family of the same shape.
+    Constant step ``beta``.
     Claim 5.
 
     Returns:
@@ -944,15 +974,16 @@ def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=()
     dt = w0.dtype
     args = (tasks, jnp.asarray(alpha, dt), jnp.asarray(rho, dt), jnp.asarray(beta, dt), w0)
     out, finals = {}, {}
-    plan = [("maml", "maml", [1.0]), ("fomaml", "fomaml", [1.0]), ("theorem", "theorem", [1.0])]
-    if len(deltas):
-        plan.append(("fixed", "delta={:g}", list(deltas)))
-    if len(targets):
-        plan.append(("target", "target={:g}", list(targets)))
-    for kind, name, vals in plan:
-        w, hist = _hf_program(loss, kind, num_steps)(*args, jnp.asarray(vals, dt))
-        for j, v in enumerate(vals):
-            nm = name.format(v) if "{" in name else name
-            out[nm], finals[nm] = np.asarray(hist[j]), w[j]
+    names, rules = ["maml", "fomaml", "theorem"], [(1.0, 0, 1, 0, 0), (1.0, 0, 0, 1, 0), (1.0 / (6 * rho * alpha), 1, 0, 0, 1)]
+    for d in deltas:
+        names.append(f"delta={d:g}")
+        rules.append((d, 0, 0, 0, 1))
+    for e in targets:
+        names.append(f"target={e:g}")
+        rules.append((2.0 * e / (alpha * rho), 2, 0, 0, 1))
+    rule = jnp.asarray(np.asarray(rules, dtype=np.float64), dt).T
+    w, hist = _hf_program(loss, num_steps)(tasks, args[1], args[3], w0, tuple(rule))
+    for j, nm in enumerate(names):
+        out[nm], finals[nm] = np.asarray(hist[j]), w[j]
     out["final_w"] = finals
     return out
