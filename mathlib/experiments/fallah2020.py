@@ -161,34 +161,28 @@ def common_step_size(tasks, alpha):
 def deterministic_curves(tasks, alpha, num_steps: int, delta: float = 1e-3, beta=None, w0=None):
     r"""Full-batch runs of MAML, HF-MAML (central, fixed ``delta``) and FO-MAML on quadratic tasks.
 
-    Uses :func:`mathlib.run_deterministic` with the common step :func:`common_step_size` and
-    records the exact $\|\nabla F(w_k)\|$ (:func:`mathlib.quadratic_maml_grad`). Claim 2.
+    Plain gradient descent $w_{k+1}=w_k-\beta\frac1n\sum_i\hat g_i(w_k)$ on ``Episode.deterministic(tasks)``
+    (as :func:`mathlib.run_deterministic`) with the common step :func:`common_step_size`, the three
+    estimators run as traced rules of one compiled program (:func:`_hf_rule_grad`), and records the
+    exact $\|\nabla F(w_k)\|$ (:func:`mathlib.exact_meta_gradient`). Claim 2.
 
     Returns:
         dict name -> numpy array of $\|\nabla F(w_k)\|$, $k=0..$ ``num_steps`` $-1$, plus ``"final_w"``
         (dict name -> final parameters) and ``"beta"``.
     """
-    from mathlib._estimators import make_estimator
-    from mathlib._quadratic import quadratic_loss, quadratic_maml_grad
-    from mathlib._train import run_deterministic
+    from mathlib._quadratic import quadratic_loss
 
     num_steps = check_int("deterministic_curves", "num_steps", num_steps)
+    check_positive("deterministic_curves", "delta", delta)
     beta = float(common_step_size(tasks, alpha)) if beta is None else beta
-    w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype) if w0 is None else w0
-    out, finals = {}, {}
-    ests = {
-        "maml": make_estimator("maml", alpha=alpha),
-        "hf_maml": make_estimator("hf_maml", alpha=alpha, delta=delta),
-        "fomaml": make_estimator("fomaml", alpha=alpha),
-    }
-    for name, est in ests.items():
-        state, hist = run_deterministic(
-            est, quadratic_loss, w0, tasks, beta, num_steps,
-            exact_grad_fn=lambda w: quadratic_maml_grad(w, tasks, alpha), record_loss=False,
-            chunk_size=num_steps,
-        )
-        out[name] = np.asarray(hist["exact_grad_norm"])
-        finals[name] = state.params
+    w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype) if w0 is None else jnp.asarray(w0)
+    dt = w0.dtype
+    names = ("maml", "hf_maml", "fomaml")
+    rules = jnp.asarray(np.array([(1.0, 0, 1, 0, 0), (delta, 0, 0, 0, 1), (1.0, 0, 0, 1, 0)], np.float64), dt).T
+    w, hist = _hf_program(quadratic_loss, num_steps)(tasks, jnp.asarray(alpha, dt), jnp.asarray(beta, dt), w0,
+                                                     tuple(rules))
+    out = {nm: np.asarray(hist[j]) for j, nm in enumerate(names)}
+    finals = {nm: w[j] for j, nm in enumerate(names)}
     out["final_w"], out["beta"] = finals, beta
     return out
 
@@ -221,6 +215,12 @@ def fomaml_floor_terms(tasks, alpha, w):
         constant set to 1 and $\sigma$ evaluated locally at $w$;
         ``sigma``, ``gamma_h``, ``L``.
     """
+    return {k: float(v) for k, v in _floor_terms(tasks, jnp.asarray(alpha, tasks.A.dtype), jnp.asarray(w)).items()}
+
+
+@jax.jit
+def _floor_terms(tasks, alpha, w):
+    """Compiled body of :func:`fomaml_floor_terms` (arrays)."""
     from mathlib._quadratic import (
         quadratic_fomaml_grad,
         quadratic_gradient_dissimilarity,
@@ -239,14 +239,14 @@ def fomaml_floor_terms(tasks, alpha, w):
     gam = quadratic_hessian_dissimilarity(tasks)
     sig = quadratic_gradient_dissimilarity(w, tasks)
     return {
-        "grad_norm": float(jnp.linalg.norm(quadratic_maml_grad(w, tasks, alpha))),
-        "formula": float(formula),
-        "fo_residual": float(jnp.linalg.norm(quadratic_fomaml_grad(w, tasks, alpha))),
-        "cs_bound": float(alpha * gam * jnp.sqrt(jnp.mean(jnp.sum(g_ad**2, axis=-1)))),
-        "paper_bound": float(alpha * L * sig),
-        "sigma": float(sig),
-        "gamma_h": float(gam),
-        "L": float(L),
+        "grad_norm": jnp.linalg.norm(quadratic_maml_grad(w, tasks, alpha)),
+        "formula": formula,
+        "fo_residual": jnp.linalg.norm(quadratic_fomaml_grad(w, tasks, alpha)),
+        "cs_bound": alpha * gam * jnp.sqrt(jnp.mean(jnp.sum(g_ad**2, axis=-1))),
+        "paper_bound": alpha * L * sig,
+        "sigma": sig,
+        "gamma_h": gam,
+        "L": L,
     }
 
 
@@ -264,23 +264,29 @@ def fomaml_floor_sweep(tasks, alphas, spreads, num_steps: int):
         dict ``"alpha"`` and ``"spread"`` -> list of dicts (one per value, keys of
         :func:`fomaml_floor_terms` plus ``"closed_form"``).
     """
-    from mathlib._quadratic import QuadraticTask, quadratic_fomaml_fixed_point, quadratic_maml_grad
+    from mathlib._quadratic import QuadraticTask
 
     num_steps = check_int("fomaml_floor_sweep", "num_steps", num_steps)
     ticks = jnp.zeros(num_steps)
     w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype)
 
     def one(t, a):
-        beta = common_step_size(t, a)
-        w = _fomaml_gd_final(t, jnp.asarray(a, t.A.dtype), beta, w0, ticks)
-        terms = fomaml_floor_terms(t, a, w)
-        w_fo = quadratic_fomaml_fixed_point(t, a)
-        terms["closed_form"] = float(jnp.linalg.norm(quadratic_maml_grad(w_fo, t, a)))
-        return terms
+        return {k: float(v) for k, v in _floor_point(t, jnp.asarray(a, t.A.dtype), w0, ticks).items()}
 
     res = {"alpha": [one(tasks, a) for a in alphas]}
     res["spread"] = [one(QuadraticTask(tasks.A, s * tasks.b), alphas[-1]) for s in spreads]
     return res
+
+
+@jax.jit
+def _floor_point(t, a, w0, ticks):
+    """One run of :func:`fomaml_floor_sweep`, compiled once for every alpha, spread and family of one shape."""
+    from mathlib._quadratic import quadratic_fomaml_fixed_point, quadratic_maml_grad
+
+    w = _fomaml_gd_final(t, a, common_step_size(t, a), w0, ticks)
+    terms = _floor_terms(t, a, w)
+    terms["closed_form"] = jnp.linalg.norm(quadratic_maml_grad(quadratic_fomaml_fixed_point(t, a), t, a))
+    return terms
 
 
 # =============================================================================== claim 3
@@ -449,21 +455,33 @@ def smoothness_scan(tasks, loss, alpha, L, rho, points):
     Returns:
         dict of numpy arrays ``hess_norm``, ``grad_norm``, ``bound``, ``task_grad_norm``.
     """
+    h, g, b, tg = (np.asarray(x) for x in _smoothness_program(loss)(tasks, *_scalars(alpha, L, rho), jnp.asarray(points)))
+    return {"hess_norm": h, "grad_norm": g, "bound": b, "task_grad_norm": tg}
+
+
+def _scalars(*xs):
+    return tuple(jnp.asarray(x, jnp.result_type(float)) for x in xs)
+
+
+@functools.lru_cache(maxsize=None)
+def _smoothness_program(loss):
+    """Compiled once per loss (and shapes) for :func:`smoothness_scan`; tasks and constants are traced."""
     from mathlib._core import tree_norm
     from mathlib._diagnostics import exact_meta_objective, local_smoothness_bound
 
-    F = lambda w: exact_meta_objective(loss, w, tasks, alpha)  # noqa: E731
+    def run(tasks, alpha, L, rho, points):
+        F = lambda w: exact_meta_objective(loss, w, tasks, alpha)  # noqa: E731
 
-    @jax.jit
-    def at(w):
-        H = jax.hessian(F)(w)
-        H = 0.5 * (H + H.T)
-        tg = jnp.mean(jax.vmap(lambda t: tree_norm(jax.grad(loss)(w, t)))(tasks))
-        return (jnp.max(jnp.abs(jnp.linalg.eigvalsh(H))), jnp.linalg.norm(jax.grad(F)(w)),
-                local_smoothness_bound(loss, w, tasks, L, rho, alpha), tg)
+        def at(w):
+            H = jax.hessian(F)(w)
+            H = 0.5 * (H + H.T)
+            tg = jnp.mean(jax.vmap(lambda t: tree_norm(jax.grad(loss)(w, t)))(tasks))
+            return (jnp.max(jnp.abs(jnp.linalg.eigvalsh(H))), jnp.linalg.norm(jax.grad(F)(w)),
+                    local_smoothness_bound(loss, w, tasks, L, rho, alpha), tg)
 
-    h, g, b, tg = (np.asarray(x) for x in jax.lax.map(at, jnp.asarray(points)))
-    return {"hess_norm": h, "grad_norm": g, "bound": b, "task_grad_norm": tg}
+        return jax.lax.map(at, points)
+
+    return jax.jit(run)
 
 
 def lipschitz_pairs(tasks, loss, alpha, L, rho, points, key, rel_dist: float = 0.05):
@@ -472,22 +490,30 @@ def lipschitz_pairs(tasks, loss, alpha, L, rho, points, key, rel_dist: float = 0
     The step has length ``rel_dist`` $\cdot\max(1,\|w\|)$. The ratio must stay $\le1$ by
     {prf:ref}`fallah2020-lem-smoothness`. Returns a numpy array of ratios.
     """
-    from mathlib._diagnostics import exact_meta_gradient, local_smoothness_bound
-
     pts = jnp.asarray(points)
     dirs = jax.random.normal(key, pts.shape, pts.dtype)
     dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
     steps = rel_dist * jnp.maximum(1.0, jnp.linalg.norm(pts, axis=1, keepdims=True)) * dirs
 
-    @jax.jit
-    def ratio(w, s):
-        u = w + s
-        num = jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha) - exact_meta_gradient(loss, u, tasks, alpha))
-        lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
-        lu = local_smoothness_bound(loss, u, tasks, L, rho, alpha)
-        return num / (jnp.minimum(lw, lu) * jnp.linalg.norm(s))
+    return np.asarray(_pairs_program(loss)(tasks, *_scalars(alpha, L, rho), pts, steps))
 
-    return np.asarray(jax.lax.map(lambda ws: ratio(*ws), (pts, steps)))
+
+@functools.lru_cache(maxsize=None)
+def _pairs_program(loss):
+    """Compiled once per loss (and shapes) for :func:`lipschitz_pairs`; tasks and constants are traced."""
+    from mathlib._diagnostics import exact_meta_gradient, local_smoothness_bound
+
+    def run(tasks, alpha, L, rho, pts, steps):
+        def ratio(w, s):
+            u = w + s
+            num = jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha) - exact_meta_gradient(loss, u, tasks, alpha))
+            lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
+            lu = local_smoothness_bound(loss, u, tasks, L, rho, alpha)
+            return num / (jnp.minimum(lw, lu) * jnp.linalg.norm(s))
+
+        return jax.lax.map(lambda ws: ratio(*ws), (pts, steps))
+
+    return jax.jit(run)
 
 
 def radial_points(key, n: int, dim: int, r_min: float, r_max: float, dtype=None):
