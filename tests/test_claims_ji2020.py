@@ -87,9 +87,9 @@ def test_claim2_nonconvex_not_slower_at_these_sizes(executed):
 
 
 def test_claim4_anil_vs_maml(executed):
-    """Empirical claims at matched budgets (quick mode: 300 outer steps): both methods learn; MAML
-    adapts better at this budget (significantly on digits, by a paired 95 % CI over seeds); ANIL
-    is cheaper per meta-step on both families, by less than the operation count's 3N + 1."""
+    """Empirical claims at matched budgets (quick mode: 300 outer steps of 10 tasks): both methods
+    learn; MAML adapts better at this budget (significantly on digits, by a paired 95 % CI over
+    seeds); ANIL is cheaper per meta-step on both families, by less than the operation count's 3N + 1."""
     r = executed("ji2020/04-anil-vs-maml")
     n = r["ji2020-cmp-inner-steps"]
     for m in ("anil", "maml"):

@@ -60,7 +60,6 @@ def logistic_fd_problem(key, n: int = 50, dim: int = 10, l2: float = 1e-2, dtype
         ``(loss, w, batch, v, rho)`` with ``loss(w, batch)``.
     """
     from mathlib._data import sample_logistic_tasks
-    from mathlib._models import logistic_loss as _ll
 
     n = check_int("logistic_fd_problem", "n", n)
     dim = check_int("logistic_fd_problem", "dim", dim)
@@ -70,12 +69,20 @@ def logistic_fd_problem(key, n: int = 50, dim: int = 10, l2: float = 1e-2, dtype
     w = jax.random.normal(kw, (dim,), dtype)
     v = jax.random.normal(kv, (dim,), dtype)
     v = v / jnp.linalg.norm(v)
-    rho = float(SIGMOID_D2_MAX * jnp.mean(jnp.linalg.norm(batch[0], axis=1) ** 3))
+    rho = float(SIGMOID_D2_MAX * np.mean(np.linalg.norm(np.asarray(batch[0]), axis=1) ** 3))
+    return _logistic_l2_loss(float(l2)), w, batch, v, rho
+
+
+@functools.lru_cache(maxsize=None)
+def _logistic_l2_loss(l2: float):
+    """``loss(w, batch)`` = :func:`mathlib.logistic_loss` with ridge ``l2``; one function object per ``l2``
+    so that compiled sweeps (:func:`fd_error_sweep`) are reused across draws."""
+    from mathlib._models import logistic_loss as _ll
 
     def loss(p, b):
         return _ll(p, b, l2=l2)
 
-    return loss, w, batch, v, rho
+    return loss
 
 
 def _cast(tree, dtype):
@@ -99,16 +106,26 @@ def fd_error_sweep(loss, params, batch, v, deltas, dtype, schemes=("central", "f
         check_choice("fd_error_sweep", "schemes", s, ("central", "forward"))
     if not jax.config.jax_enable_x64:
         raise ValueError("fd_error_sweep: needs jax_enable_x64=True for the float64 reference")
-    p64, b64, v64 = (_cast(t, jnp.float64) for t in (params, batch, v))
-    ref = np.asarray(hvp(loss, p64, b64, v64), dtype=np.float64)
-    pc, bc, vc = (_cast(t, dtype) for t in (params, batch, v))
-    out = {}
     ds = jnp.asarray(np.asarray(deltas, dtype=np.float64), dtype)
-    for s in schemes:
-        approx = jax.vmap(lambda d, s=s: fd_hvp(loss, pc, bc, vc, d, scheme=s))(ds)
-        approx = np.asarray(approx, dtype=np.float64)
-        out[s] = np.linalg.norm(approx - ref[None], axis=1) / np.linalg.norm(ref)
-    return out
+    errs = _fd_sweep_program(loss, jnp.dtype(dtype), tuple(schemes))(params, batch, v, ds)
+    return {s: np.asarray(e, dtype=np.float64) for s, e in zip(schemes, errs)}
+
+
+@functools.lru_cache(maxsize=None)
+def _fd_sweep_program(loss, dtype, schemes):
+    """One compiled program per (loss, dtype, schemes) for :func:`fd_error_sweep`: reference, FD HVPs, errors."""
+
+    def run(params, batch, v, ds):
+        p64, b64, v64 = (_cast(t, jnp.float64) for t in (params, batch, v))
+        ref = hvp(loss, p64, b64, v64)
+        pc, bc, vc = (_cast(t, dtype) for t in (params, batch, v))
+        out = []
+        for s in schemes:
+            approx = jax.vmap(lambda d, s=s: fd_hvp(loss, pc, bc, vc, d, scheme=s))(ds).astype(jnp.float64)
+            out.append(jnp.linalg.norm(approx - ref[None], axis=1) / jnp.linalg.norm(ref))
+        return tuple(out)
+
+    return jax.jit(run)
 
 
 def fit_loglog_slope(x, y):
@@ -144,34 +161,28 @@ def common_step_size(tasks, alpha):
 def deterministic_curves(tasks, alpha, num_steps: int, delta: float = 1e-3, beta=None, w0=None):
     r"""Full-batch runs of MAML, HF-MAML (central, fixed ``delta``) and FO-MAML on quadratic tasks.
 
-    Uses :func:`mathlib.run_deterministic` with the common step :func:`common_step_size` and
-    records the exact $\|\nabla F(w_k)\|$ (:func:`mathlib.quadratic_maml_grad`). Claim 2.
+    Plain gradient descent $w_{k+1}=w_k-\beta\frac1n\sum_i\hat g_i(w_k)$ on ``Episode.deterministic(tasks)``
+    (as :func:`mathlib.run_deterministic`) with the common step :func:`common_step_size`, the three
+    estimators run as traced rules of one compiled program (:func:`_hf_rule_grad`), and records the
+    exact $\|\nabla F(w_k)\|$ (:func:`mathlib.exact_meta_gradient`). Claim 2.
 
     Returns:
         dict name -> numpy array of $\|\nabla F(w_k)\|$, $k=0..$ ``num_steps`` $-1$, plus ``"final_w"``
         (dict name -> final parameters) and ``"beta"``.
     """
-    from mathlib._estimators import make_estimator
-    from mathlib._quadratic import quadratic_loss, quadratic_maml_grad
-    from mathlib._train import run_deterministic
+    from mathlib._quadratic import quadratic_loss
 
     num_steps = check_int("deterministic_curves", "num_steps", num_steps)
+    check_positive("deterministic_curves", "delta", delta)
     beta = float(common_step_size(tasks, alpha)) if beta is None else beta
-    w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype) if w0 is None else w0
-    out, finals = {}, {}
-    ests = {
-        "maml": make_estimator("maml", alpha=alpha),
-        "hf_maml": make_estimator("hf_maml", alpha=alpha, delta=delta),
-        "fomaml": make_estimator("fomaml", alpha=alpha),
-    }
-    for name, est in ests.items():
-        state, hist = run_deterministic(
-            est, quadratic_loss, w0, tasks, beta, num_steps,
-            exact_grad_fn=lambda w: quadratic_maml_grad(w, tasks, alpha), record_loss=False,
-            chunk_size=num_steps,
-        )
-        out[name] = np.asarray(hist["exact_grad_norm"])
-        finals[name] = state.params
+    w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype) if w0 is None else jnp.asarray(w0)
+    dt = w0.dtype
+    names = ("maml", "hf_maml", "fomaml")
+    rules = jnp.asarray(np.array([(1.0, 0, 1, 0, 0), (delta, 0, 0, 0, 1), (1.0, 0, 0, 1, 0)], np.float64), dt).T
+    w, hist = _hf_program(quadratic_loss, num_steps)(tasks, jnp.asarray(alpha, dt), jnp.asarray(beta, dt), w0,
+                                                     tuple(rules))
+    out = {nm: np.asarray(hist[j]) for j, nm in enumerate(names)}
+    finals = {nm: w[j] for j, nm in enumerate(names)}
     out["final_w"], out["beta"] = finals, beta
     return out
 
@@ -204,6 +215,12 @@ def fomaml_floor_terms(tasks, alpha, w):
         constant set to 1 and $\sigma$ evaluated locally at $w$;
         ``sigma``, ``gamma_h``, ``L``.
     """
+    return {k: float(v) for k, v in _floor_terms(tasks, jnp.asarray(alpha, tasks.A.dtype), jnp.asarray(w)).items()}
+
+
+@jax.jit
+def _floor_terms(tasks, alpha, w):
+    """Compiled body of :func:`fomaml_floor_terms` (arrays)."""
     from mathlib._quadratic import (
         quadratic_fomaml_grad,
         quadratic_gradient_dissimilarity,
@@ -222,14 +239,14 @@ def fomaml_floor_terms(tasks, alpha, w):
     gam = quadratic_hessian_dissimilarity(tasks)
     sig = quadratic_gradient_dissimilarity(w, tasks)
     return {
-        "grad_norm": float(jnp.linalg.norm(quadratic_maml_grad(w, tasks, alpha))),
-        "formula": float(formula),
-        "fo_residual": float(jnp.linalg.norm(quadratic_fomaml_grad(w, tasks, alpha))),
-        "cs_bound": float(alpha * gam * jnp.sqrt(jnp.mean(jnp.sum(g_ad**2, axis=-1)))),
-        "paper_bound": float(alpha * L * sig),
-        "sigma": float(sig),
-        "gamma_h": float(gam),
-        "L": float(L),
+        "grad_norm": jnp.linalg.norm(quadratic_maml_grad(w, tasks, alpha)),
+        "formula": formula,
+        "fo_residual": jnp.linalg.norm(quadratic_fomaml_grad(w, tasks, alpha)),
+        "cs_bound": alpha * gam * jnp.sqrt(jnp.mean(jnp.sum(g_ad**2, axis=-1))),
+        "paper_bound": alpha * L * sig,
+        "sigma": sig,
+        "gamma_h": gam,
+        "L": L,
     }
 
 
@@ -247,23 +264,29 @@ def fomaml_floor_sweep(tasks, alphas, spreads, num_steps: int):
         dict ``"alpha"`` and ``"spread"`` -> list of dicts (one per value, keys of
         :func:`fomaml_floor_terms` plus ``"closed_form"``).
     """
-    from mathlib._quadratic import QuadraticTask, quadratic_fomaml_fixed_point, quadratic_maml_grad
+    from mathlib._quadratic import QuadraticTask
 
     num_steps = check_int("fomaml_floor_sweep", "num_steps", num_steps)
     ticks = jnp.zeros(num_steps)
     w0 = jnp.zeros(tasks.b.shape[-1], tasks.b.dtype)
 
     def one(t, a):
-        beta = common_step_size(t, a)
-        w = _fomaml_gd_final(t, jnp.asarray(a, t.A.dtype), beta, w0, ticks)
-        terms = fomaml_floor_terms(t, a, w)
-        w_fo = quadratic_fomaml_fixed_point(t, a)
-        terms["closed_form"] = float(jnp.linalg.norm(quadratic_maml_grad(w_fo, t, a)))
-        return terms
+        return {k: float(v) for k, v in _floor_point(t, jnp.asarray(a, t.A.dtype), w0, ticks).items()}
 
     res = {"alpha": [one(tasks, a) for a in alphas]}
     res["spread"] = [one(QuadraticTask(tasks.A, s * tasks.b), alphas[-1]) for s in spreads]
     return res
+
+
+@jax.jit
+def _floor_point(t, a, w0, ticks):
+    """One run of :func:`fomaml_floor_sweep`, compiled once for every alpha, spread and family of one shape."""
+    from mathlib._quadratic import quadratic_fomaml_fixed_point, quadratic_maml_grad
+
+    w = _fomaml_gd_final(t, a, common_step_size(t, a), w0, ticks)
+    terms = _floor_terms(t, a, w)
+    terms["closed_form"] = jnp.linalg.norm(quadratic_maml_grad(quadratic_fomaml_fixed_point(t, a), t, a))
+    return terms
 
 
 # =============================================================================== claim 3
@@ -432,21 +455,33 @@ def smoothness_scan(tasks, loss, alpha, L, rho, points):
     Returns:
         dict of numpy arrays ``hess_norm``, ``grad_norm``, ``bound``, ``task_grad_norm``.
     """
+    h, g, b, tg = (np.asarray(x) for x in _smoothness_program(loss)(tasks, *_scalars(alpha, L, rho), jnp.asarray(points)))
+    return {"hess_norm": h, "grad_norm": g, "bound": b, "task_grad_norm": tg}
+
+
+def _scalars(*xs):
+    return tuple(jnp.asarray(x, jnp.result_type(float)) for x in xs)
+
+
+@functools.lru_cache(maxsize=None)
+def _smoothness_program(loss):
+    """Compiled once per loss (and shapes) for :func:`smoothness_scan`; tasks and constants are traced."""
     from mathlib._core import tree_norm
     from mathlib._diagnostics import exact_meta_objective, local_smoothness_bound
 
-    F = lambda w: exact_meta_objective(loss, w, tasks, alpha)  # noqa: E731
+    def run(tasks, alpha, L, rho, points):
+        F = lambda w: exact_meta_objective(loss, w, tasks, alpha)  # noqa: E731
 
-    @jax.jit
-    def at(w):
-        H = jax.hessian(F)(w)
-        H = 0.5 * (H + H.T)
-        tg = jnp.mean(jax.vmap(lambda t: tree_norm(jax.grad(loss)(w, t)))(tasks))
-        return (jnp.max(jnp.abs(jnp.linalg.eigvalsh(H))), jnp.linalg.norm(jax.grad(F)(w)),
-                local_smoothness_bound(loss, w, tasks, L, rho, alpha), tg)
+        def at(w):
+            H = jax.hessian(F)(w)
+            H = 0.5 * (H + H.T)
+            tg = jnp.mean(jax.vmap(lambda t: tree_norm(jax.grad(loss)(w, t)))(tasks))
+            return (jnp.max(jnp.abs(jnp.linalg.eigvalsh(H))), jnp.linalg.norm(jax.grad(F)(w)),
+                    local_smoothness_bound(loss, w, tasks, L, rho, alpha), tg)
 
-    h, g, b, tg = (np.asarray(x) for x in jax.lax.map(at, jnp.asarray(points)))
-    return {"hess_norm": h, "grad_norm": g, "bound": b, "task_grad_norm": tg}
+        return jax.lax.map(at, points)
+
+    return jax.jit(run)
 
 
 def lipschitz_pairs(tasks, loss, alpha, L, rho, points, key, rel_dist: float = 0.05):
@@ -455,22 +490,30 @@ def lipschitz_pairs(tasks, loss, alpha, L, rho, points, key, rel_dist: float = 0
     The step has length ``rel_dist`` $\cdot\max(1,\|w\|)$. The ratio must stay $\le1$ by
     {prf:ref}`fallah2020-lem-smoothness`. Returns a numpy array of ratios.
     """
-    from mathlib._diagnostics import exact_meta_gradient, local_smoothness_bound
-
     pts = jnp.asarray(points)
     dirs = jax.random.normal(key, pts.shape, pts.dtype)
     dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
     steps = rel_dist * jnp.maximum(1.0, jnp.linalg.norm(pts, axis=1, keepdims=True)) * dirs
 
-    @jax.jit
-    def ratio(w, s):
-        u = w + s
-        num = jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha) - exact_meta_gradient(loss, u, tasks, alpha))
-        lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
-        lu = local_smoothness_bound(loss, u, tasks, L, rho, alpha)
-        return num / (jnp.minimum(lw, lu) * jnp.linalg.norm(s))
+    return np.asarray(_pairs_program(loss)(tasks, *_scalars(alpha, L, rho), pts, steps))
 
-    return np.asarray(jax.lax.map(lambda ws: ratio(*ws), (pts, steps)))
+
+@functools.lru_cache(maxsize=None)
+def _pairs_program(loss):
+    """Compiled once per loss (and shapes) for :func:`lipschitz_pairs`; tasks and constants are traced."""
+    from mathlib._diagnostics import exact_meta_gradient, local_smoothness_bound
+
+    def run(tasks, alpha, L, rho, pts, steps):
+        def ratio(w, s):
+            u = w + s
+            num = jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha) - exact_meta_gradient(loss, u, tasks, alpha))
+            lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
+            lu = local_smoothness_bound(loss, u, tasks, L, rho, alpha)
+            return num / (jnp.minimum(lw, lu) * jnp.linalg.norm(s))
+
+        return jax.lax.map(lambda ws: ratio(*ws), (pts, steps))
+
+    return jax.jit(run)
 
 
 def radial_points(key, n: int, dim: int, r_min: float, r_max: float, dtype=None):
@@ -802,22 +845,22 @@ def linreg_noise_constants(tasks, alpha, w, seed: int = 0, num_samples: int = 20
 
 
 @functools.lru_cache(maxsize=None)
-def _step_rule_program(loss, num_steps: int, adaptive: bool):
+def _step_rule_program(loss, num_steps: int):
     from mathlib._diagnostics import exact_meta_gradient, exact_meta_objective, local_smoothness_bound
 
-    def one(tasks, alpha, L, rho, value, w0):
+    def one(tasks, alpha, L, rho, value, adaptive, w0):
         def body(w, _):
             F = exact_meta_objective(loss, w, tasks, alpha)
             g = exact_meta_gradient(loss, w, tasks, alpha)
             Lw = local_smoothness_bound(loss, w, tasks, L, rho, alpha)
             tg = jax.vmap(lambda t: jax.grad(loss)(w, t))(tasks)
             sig = jnp.sqrt(jnp.mean(jnp.sum((tg - tg.mean(0)) ** 2, axis=-1)))
-            beta = value / Lw if adaptive else value
+            beta = jnp.where(adaptive, value / Lw, value)
             return w - beta * g, (beta, F, jnp.linalg.norm(g), sig, Lw)
 
         return jax.lax.scan(body, w0, None, length=num_steps)[1]
 
-    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0)))
 
 
 def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, beta=None):
@@ -825,7 +868,7 @@ def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, b
 
     Exactly one of ``c`` (adaptive, {prf:ref}`fallah2020-alg-stepsize` with the exact $L(w)$ of
     {prf:ref}`fallah2020-lem-smoothness`) and ``beta`` (constant control) is given. One compiled
-    ``lax.scan`` per rule, ``vmap`` over the starts ``w0s`` (array (n, d)); $c$ or $\beta$ is traced.
+    ``lax.scan`` for every rule (the rule and $c$ or $\beta$ are traced), ``vmap`` over the starts ``w0s`` (array (n, d)).
     Records at every iterate $w_k$ (before the step): the step size $\beta_k$, $F(w_k)$,
     $\|\nabla F(w_k)\|$, the task dissimilarity $\sigma(w_k)=\sqrt{\E_i\|\nabla f_i(w_k)-\nabla f(w_k)\|^2}$
     and $L(w_k)$. Claim 5 ({prf:ref}`fallah2020-thm-det-maml`, {prf:ref}`fallah2020-rem-step-size`).
@@ -840,8 +883,9 @@ def step_rule_runs(tasks, loss, alpha, L, rho, w0s, num_steps: int, *, c=None, b
     check_positive("step_rule_runs", "c" if c is not None else "beta", value)
     w0s = jnp.asarray(w0s)
     dt = w0s.dtype
-    prog = _step_rule_program(loss, num_steps, c is not None)
-    out = prog(tasks, jnp.asarray(alpha, dt), jnp.asarray(L, dt), jnp.asarray(rho, dt), jnp.asarray(value, dt), w0s)
+    prog = _step_rule_program(loss, num_steps)
+    out = prog(tasks, jnp.asarray(alpha, dt), jnp.asarray(L, dt), jnp.asarray(rho, dt), jnp.asarray(value, dt),
+               jnp.asarray(c is not None), w0s)
     keys = ("beta", "loss", "grad_norm", "sigma", "Lw")
     res = {k: np.asarray(v) for k, v in zip(keys, out)}
     if not np.all(np.isfinite(res["grad_norm"])):
@@ -895,33 +939,44 @@ def hf_floor_bound(tasks, loss, alpha, w, delta, rho2):
     return float(alpha * rho2 / 6 * delta**2 * jnp.mean(jnp.linalg.norm(g, axis=-1) ** 3))
 
 
+def _hf_rule_grad(loss, params, episode, alpha, h, power, c_maml, c_fo, c_hf):
+    r"""One task's direction of :func:`hf_rule_runs` for a traced rule (one compiled program serves all rules).
+
+    ``c_maml * maml_grad + c_fo * fomaml_grad + c_hf * hf_maml_grad`` (one-hot weights), the latter with the
+    per-task $\delta_i=h\,\|v_i\|^{-p}$ and ``delta_rule="fixed"``: $p=0$ is a fixed $\delta=h$, $p=1$ with
+    $h=1/(6\rho\alpha)$ is the theorem's rule (``delta_rule="per_task"``), $p=2$ with $h=2\epsilon/(\alpha\rho)$
+    is :func:`hf_maml_target_grad`; $v_i=0$ gives $\delta_i=h$.
+    """
+    from mathlib._core import tree_norm
+    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad
+
+    g = jax.grad(loss)
+    w_ad = jax.tree_util.tree_map(lambda p, q: p - alpha * q, params, g(params, episode.support))
+    nv = tree_norm(g(w_ad, episode.query))
+    d = h / jnp.where(nv > 0, nv, 1.0) ** power
+    parts = (maml_grad(loss, params, episode, alpha), fomaml_grad(loss, params, episode, alpha),
+             hf_maml_grad(loss, params, episode, alpha, d, delta_rule="fixed"))
+    return jax.tree_util.tree_map(lambda a, b, c: c_maml * a + c_fo * b + c_hf * c, *parts)
+
+
 @functools.lru_cache(maxsize=None)
-def _hf_program(loss, kind: str, num_steps: int):
+def _hf_program(loss, num_steps: int):
     from mathlib._core import Episode
     from mathlib._diagnostics import exact_meta_gradient
-    from mathlib._estimators import fomaml_grad, hf_maml_grad, maml_grad, meta_gradient
+    from mathlib._estimators import meta_gradient
 
-    def direction(w, ep, alpha, rho, h):
-        if kind == "maml":
-            return meta_gradient(maml_grad, loss, w, ep, alpha=alpha)
-        if kind == "fomaml":
-            return meta_gradient(fomaml_grad, loss, w, ep, alpha=alpha)
-        if kind == "fixed":
-            return meta_gradient(hf_maml_grad, loss, w, ep, alpha=alpha, delta=h)
-        if kind == "theorem":
-            return meta_gradient(hf_maml_grad, loss, w, ep, alpha=alpha, delta=1.0 / (6.0 * rho * alpha),
-                                 delta_rule="per_task")
-        return meta_gradient(hf_maml_target_grad, loss, w, ep, alpha=alpha, eps=h, rho=rho)  # "target"
-
-    def one(tasks, alpha, rho, beta, w0, h):
+    def one(tasks, alpha, beta, w0, rule):
         ep = Episode.deterministic(tasks)
+        h, power, cm, cf, ch = rule
 
         def body(w, _):
-            return w - beta * direction(w, ep, alpha, rho, h), jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha))
+            step = meta_gradient(_hf_rule_grad, loss, w, ep, alpha=alpha, h=h, power=power, c_maml=cm, c_fo=cf,
+                                 c_hf=ch)
+            return w - beta * step, jnp.linalg.norm(exact_meta_gradient(loss, w, tasks, alpha))
 
         return jax.lax.scan(body, w0, None, length=num_steps)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, 0)))
 
 
 def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=(), targets=()):
@@ -930,8 +985,9 @@ def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=()
     Rules: ``"maml"``, ``"fomaml"``, ``"theorem"`` ($\delta_i=1/(6\rho\alpha\|v_i\|)$), ``"delta=<d>"``
     (fixed $\delta$, central, {prf:ref}`fallah2020-lem-fd-hvp`) for each of ``deltas``, and
     ``"target=<e>"`` ($\delta_i=2\epsilon/(\alpha\rho\|v_i\|^2)$, :func:`hf_maml_target_grad`) for each
-    $\epsilon$ in ``targets``. Fixed $\delta$'s and targets are vmapped (traced), so one compilation
-    per rule serves every value and every task family of the same shape. Constant step ``beta``.
+    $\epsilon$ in ``targets``. Every rule is a traced row of :func:`_hf_rule_grad`'s parameters and the
+    rules are vmapped, so one compilation serves every rule, value and task family of the same shape.
+    Constant step ``beta``.
     Claim 5.
 
     Returns:
@@ -944,15 +1000,16 @@ def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=()
     dt = w0.dtype
     args = (tasks, jnp.asarray(alpha, dt), jnp.asarray(rho, dt), jnp.asarray(beta, dt), w0)
     out, finals = {}, {}
-    plan = [("maml", "maml", [1.0]), ("fomaml", "fomaml", [1.0]), ("theorem", "theorem", [1.0])]
-    if len(deltas):
-        plan.append(("fixed", "delta={:g}", list(deltas)))
-    if len(targets):
-        plan.append(("target", "target={:g}", list(targets)))
-    for kind, name, vals in plan:
-        w, hist = _hf_program(loss, kind, num_steps)(*args, jnp.asarray(vals, dt))
-        for j, v in enumerate(vals):
-            nm = name.format(v) if "{" in name else name
-            out[nm], finals[nm] = np.asarray(hist[j]), w[j]
+    names, rules = ["maml", "fomaml", "theorem"], [(1.0, 0, 1, 0, 0), (1.0, 0, 0, 1, 0), (1.0 / (6 * rho * alpha), 1, 0, 0, 1)]
+    for d in deltas:
+        names.append(f"delta={d:g}")
+        rules.append((d, 0, 0, 0, 1))
+    for e in targets:
+        names.append(f"target={e:g}")
+        rules.append((2.0 * e / (alpha * rho), 2, 0, 0, 1))
+    rule = jnp.asarray(np.asarray(rules, dtype=np.float64), dt).T
+    w, hist = _hf_program(loss, num_steps)(tasks, args[1], args[3], w0, tuple(rule))
+    for j, nm in enumerate(names):
+        out[nm], finals[nm] = np.asarray(hist[j]), w[j]
     out["final_w"] = finals
     return out

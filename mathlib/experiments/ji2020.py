@@ -105,19 +105,20 @@ def _jacobian_path_arrays(loss, params, batch, alpha, steps):
     feats = loss.features(params["body"], batch)
     u0, unravel = ravel_pytree(params["head"])
     f = lambda u: loss.head_loss(unravel(u), feats)  # noqa: E731
-    g, hess = jax.grad(f), jax.hessian(f)
+    hess = jax.hessian(f)
     eye = jnp.eye(u0.size, dtype=u0.dtype)
 
-    def rec(u, J):
-        ev = jnp.linalg.eigvalsh(hess(u))
+    def rec(u, J, H):
+        ev = jnp.linalg.eigvalsh(H)  # one Hessian per step, shared with the Jacobian update
         return jnp.stack([jnp.linalg.norm(J, 2), ev[0], ev[-1], f(u)])
 
     def body(carry, _):
         u, J = carry
-        return (u - alpha * g(u), (eye - alpha * hess(u)) @ J), rec(u, J)
+        H = hess(u)
+        return (u - alpha * jax.grad(f)(u), (eye - alpha * H) @ J), rec(u, J, H)
 
     (uN, JN), recs = jax.lax.scan(body, (u0, eye), None, length=steps)
-    return jnp.concatenate([recs, rec(uN, JN)[None]], axis=0)  # (steps + 1, 4)
+    return jnp.concatenate([recs, rec(uN, JN, hess(uN))[None]], axis=0)  # (steps + 1, 4)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -242,8 +243,31 @@ def implicit_body_grad(loss: ml.HeadLoss, params, episode, newton_steps: int = 3
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _grads_over_n(loss, params, episode, alpha, ns, n_max):
-    return jax.vmap(lambda n: masked_anil_grad(loss, params, episode, alpha, n, n_max))(ns)
+def _errors_over_n(loss, params, episode, alpha, ns, n_max, g_impl):
+    gi, _ = ravel_pytree(g_impl)
+
+    def one(n):
+        g = masked_anil_grad(loss, params, episode, alpha, n, n_max)
+        return (jnp.linalg.norm(ravel_pytree(g["body"])[0] - gi) / jnp.linalg.norm(gi),
+                jnp.linalg.norm(ravel_pytree(g["head"])[0]))
+
+    rel, head = jax.vmap(one)(ns)
+    return rel, head, jnp.linalg.norm(gi)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _spectrum_at(loss, params, episode, h_star):
+    r"""Eigenpairs of $H^*$ and $\|M^{*\top}u_j\|$ in one compiled function (eager, it was many small compiles)."""
+    fs = loss.features(params["body"], episode.support)
+    u_star, unravel = ravel_pytree(h_star)
+    ev, U = jnp.linalg.eigh(jax.hessian(lambda u: loss.head_loss(unravel(u), fs))(u_star))
+
+    def grad_h_flat(phi):
+        return ravel_pytree(jax.grad(lambda x: loss.head_loss(x, loss.features(phi, episode.support)))(h_star))[0]
+
+    mixed = jax.jacrev(grad_h_flat)(params["body"])  # pytree of (d_h, *leaf) arrays: M* = d(grad_h)/d(phi)
+    M = jnp.concatenate([x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(mixed)], axis=1)
+    return ev, jnp.linalg.norm(U.T @ M, axis=1)  # ||M*^T u_j||: how much the body sees direction j
 
 
 def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: int | None = None):
@@ -258,28 +282,17 @@ def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: i
     ns = np.asarray(ns, dtype=int)
     n_max = int(ns.max()) if n_max is None else check_int("implicit_error_sweep", "n_max", n_max)
     g_impl, h_star, res = implicit_body_grad(loss, params, episode)
-    grads = _grads_over_n(loss, params, episode, alpha, jnp.asarray(ns), n_max)
-    gi, _ = ravel_pytree(g_impl)
-    body_flat = jax.vmap(lambda g: ravel_pytree(g["body"])[0])(grads)
-    head_flat = jax.vmap(lambda g: ravel_pytree(g["head"])[0])(grads)
-    rel = np.asarray(jnp.linalg.norm(body_flat - gi[None], axis=1) / jnp.linalg.norm(gi))
-    fs = loss.features(params["body"], episode.support)
-    u_star, unravel = ravel_pytree(h_star)
-    ev, U = jnp.linalg.eigh(jax.hessian(lambda u: loss.head_loss(unravel(u), fs))(u_star))
-
-    def grad_h_flat(phi):
-        return ravel_pytree(jax.grad(lambda x: loss.head_loss(x, loss.features(phi, episode.support)))(h_star))[0]
-
-    mixed = jax.jacrev(grad_h_flat)(params["body"])  # pytree of (d_h, *leaf) arrays: M* = d(grad_h)/d(phi)
-    M = jnp.concatenate([x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(mixed)], axis=1)
-    seen = np.asarray(jnp.linalg.norm(U.T @ M, axis=1))  # ||M*^T u_j||: how much the body sees direction j
+    out = _errors_over_n(loss, params, episode, alpha, jnp.asarray(ns), n_max, g_impl)
+    rel, head, gi_norm = (np.asarray(x) for x in out)
+    ev, seen = _spectrum_at(loss, params, episode, h_star)
+    seen = np.asarray(seen)
     ev = np.asarray(ev)
     visible = seen > 1e-8 * seen.max()
     contraction = np.abs(1.0 - alpha * ev)
-    return {"rel_err": rel, "head_norm": np.asarray(jnp.linalg.norm(head_flat, axis=1)),
+    return {"rel_err": rel, "head_norm": head,
             "rho_head": float(contraction.max()), "rho_body": float(contraction[visible].max()),
             "mu_star": float(ev[0]), "mu_body": float(ev[visible].min()), "L_star": float(ev[-1]),
-            "n_invisible": int((~visible).sum()), "impl_norm": float(jnp.linalg.norm(gi)),
+            "n_invisible": int((~visible).sum()), "impl_norm": float(gi_norm),
             "inner_residual": float(res)}
 
 
