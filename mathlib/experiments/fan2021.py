@@ -418,8 +418,7 @@ def meta_train_eval(method: str, alphas, seeds, splits: dict, X, *, n_way: int =
 
 # =============================================================================== claim 5
 @functools.partial(jax.jit, static_argnames=("method", "hidden", "steps", "num_steps", "meta_batch", "k_shot",
-                                             "eval_tasks"),
-                   compiler_options={"xla_backend_optimization_level": 0})  # compile time dominates (see _digits_configs)
+                                             "eval_tasks"))
 def _sinusoid_runs(keys, alphas, *, method, hidden, steps, num_steps, meta_batch, k_shot, eval_tasks, lr):
     loss = ml.mlp_mse_loss
     est = ESTIMATORS[method]
@@ -479,11 +478,8 @@ def _episodes_kshot(key, num_tasks, X, tab, n_way, k_max, k_shot, k_query):
     return ml.Episode((xs[:, sel], ys[:, sel]), eps.query, None)
 
 
-# XLA's backend optimisation level 0: this program (a switch over three estimators inside loops) takes
-# about 4x less CPU time to compile (measured 20 s -> 5 s), which dominates a quick run.
 @functools.partial(jax.jit, static_argnames=("n_way", "k_max", "k_query", "hidden", "steps", "test_steps",
-                                             "num_steps", "meta_batch", "eval_tasks"),
-                   compiler_options={"xla_backend_optimization_level": 0})
+                                             "num_steps", "meta_batch", "eval_tasks"))
 def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_query, hidden, steps, test_steps,
                     num_steps, meta_batch, eval_tasks):
     loss = ml.mlp_xent_loss
