@@ -101,3 +101,20 @@ def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
     b = ex.meta_train_eval(method, [0.1], [0], splits, X, num_steps=3, **kw)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (2, 1, 1)
+
+
+def test_episodes_kshot_repeats_first_images():
+    """Implementation check: a k-shot episode padded to k_max slots repeats each class's first k images
+    (so the mean support loss is the k-shot loss) and keeps the k_max-shot episode's query set."""
+    X, splits = ex.digits_splits(0)
+    tab = splits["class"]["train"]
+    key = jax.random.key(1)
+    full = ex.nway_episodes(key, 3, X, *tab, 5, 4, 2)
+    for k in (1, 2, 4):
+        ep = ex._episodes_kshot(key, 3, X, tab, 5, 4, jnp.int32(k), 2)
+        xs, ys = (np.asarray(a).reshape(3, 5, 4, -1) for a in ep.support)
+        fx = np.asarray(full.support[0]).reshape(3, 5, 4, -1)
+        for j in range(4):
+            np.testing.assert_array_equal(xs[:, :, j], fx[:, :, j % k])
+        np.testing.assert_array_equal(ys[..., 0], np.broadcast_to(np.arange(5)[None, :, None], (3, 5, 4)))
+        np.testing.assert_array_equal(np.asarray(ep.query[0]), np.asarray(full.query[0]))
