@@ -43,11 +43,12 @@ def test_claim2_jumps(executed):
     assert r["fan2021-jump-count-min"] >= 5
 
 
-def test_claim3_cost(executed):
-    """Empirical claim: Sign-MAML costs what FO-MAML costs; MAML's time and memory grow with K.
+def test_claim3_memory(executed):
+    """Empirical claim on XLA's compiled memory plan (deterministic): Sign-MAML's plan is FO-MAML's,
+    MAML's is several times larger and grows with K.
 
-    Memory is XLA's compiled plan (deterministic); times are the fastest of interleaved calls on a
-    shared machine, so the time assertions have wide margins.
+    Wall-clock times are recorded and shown in the pages as measurements on a shared machine;
+    by house rule speed is never asserted in a test.
     """
     r = executed("fan2021/02-cost")
     assert r["fan2021-cost-kmax"] >= 8
@@ -55,12 +56,6 @@ def test_claim3_cost(executed):
     assert r["fan2021-cost-mem-sign-fo-maxdev"] < 0.05
     assert r["fan2021-cost-mem-maml-fo-kmax"] > 2.0
     assert r["fan2021-cost-mem-maml-growth"] > 2.0 * r["fan2021-cost-mem-fo-growth"]
-    # time (noisy on a shared machine): Sign/FO within a factor 1.5 (median over K) and 2 at every K;
-    # MAML/FO > 2 at the largest K and larger than at K = 1
-    assert 1 / 1.5 < r["fan2021-cost-time-sign-fo-median"] < 1.5
-    assert r["fan2021-cost-time-sign-fo-maxdev"] < 0.693  # |log ratio| < log 2
-    assert r["fan2021-cost-time-maml-fo-kmax"] > 2.0
-    assert r["fan2021-cost-time-maml-fo-kmax"] > r["fan2021-cost-time-maml-fo-kmin"]
 
 
 def _gap(r, k, split, a, b):
