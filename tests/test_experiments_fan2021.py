@@ -89,8 +89,12 @@ def test_digits_splits_disjoint():
 
 
 def test_mean_ci():
+    # Student-t half-width: t_{0.975, 2} = 4.302652729749464, s = 1 for (1, 2, 3)
     m, h = ex.mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and abs(h - 1.96 / np.sqrt(3)) < 1e-12
+    assert m == 2.0 and abs(h - 4.302652729749464 / np.sqrt(3)) < 1e-9
+    # a larger sample approaches the normal 1.96
+    _, h2 = ex.mean_ci(np.arange(1000.0))
+    assert abs(h2 / (np.std(np.arange(1000.0), ddof=1) / np.sqrt(1000)) - 1.96) < 0.01
 
 
 def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
