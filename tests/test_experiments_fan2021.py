@@ -89,8 +89,12 @@ def test_digits_splits_disjoint():
 
 
 def test_mean_ci():
+    # Student-t half-width: t_{0.975, 2} = 4.302652729749464, s = 1 for (1, 2, 3)
     m, h = ex.mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and abs(h - 1.96 / np.sqrt(3)) < 1e-12
+    assert m == 2.0 and abs(h - 4.302652729749464 / np.sqrt(3)) < 1e-9
+    # a larger sample approaches the normal 1.96
+    _, h2 = ex.mean_ci(np.arange(1000.0))
+    assert abs(h2 / (np.std(np.arange(1000.0), ddof=1) / np.sqrt(1000)) - 1.96) < 0.01
 
 
 def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
@@ -101,3 +105,20 @@ def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
     b = ex.meta_train_eval(method, [0.1], [0], splits, X, num_steps=3, **kw)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (2, 1, 1)
+
+
+def test_episodes_kshot_repeats_first_images():
+    """Implementation check: a k-shot episode padded to k_max slots repeats each class's first k images
+    (so the mean support loss is the k-shot loss) and keeps the k_max-shot episode's query set."""
+    X, splits = ex.digits_splits(0)
+    tab = splits["class"]["train"]
+    key = jax.random.key(1)
+    full = ex.nway_episodes(key, 3, X, *tab, 5, 4, 2)
+    for k in (1, 2, 4):
+        ep = ex._episodes_kshot(key, 3, X, tab, 5, 4, jnp.int32(k), 2)
+        xs, ys = (np.asarray(a).reshape(3, 5, 4, -1) for a in ep.support)
+        fx = np.asarray(full.support[0]).reshape(3, 5, 4, -1)
+        for j in range(4):
+            np.testing.assert_array_equal(xs[:, :, j], fx[:, :, j % k])
+        np.testing.assert_array_equal(ys[..., 0], np.broadcast_to(np.arange(5)[None, :, None], (3, 5, 4)))
+        np.testing.assert_array_equal(np.asarray(ep.query[0]), np.asarray(full.query[0]))

@@ -51,11 +51,17 @@ def fit_loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
-def mean_ci(values, axis=0):
-    r"""Mean and half-width of a 95 % normal confidence interval, $1.96\,s/\sqrt n$ (``ddof=1``)."""
+def mean_ci(values, axis=0, level: float = 0.95):
+    r"""Mean and half-width of a Student-t confidence interval over seeds, $t_{n-1}\,s/\sqrt n$ (``ddof=1``).
+
+    ``level`` is the two-sided coverage (0.95: $t_{2}=4.30$ for $n=3$, against the normal 1.96).
+    """
+    from scipy import stats
+
     v = np.asarray(values, float)
     n = v.shape[axis]
-    return v.mean(axis), 1.96 * v.std(axis, ddof=1) / np.sqrt(n)
+    t = stats.t.ppf(0.5 + level / 2, n - 1)
+    return v.mean(axis), t * v.std(axis, ddof=1) / np.sqrt(n)
 
 
 # =============================================================================== claims 1-2
@@ -462,4 +468,93 @@ def sinusoid_meta_train_eval(method: str, alphas, seeds, *, hidden: int = 40, st
     keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
     out = _sinusoid_runs(keys, jnp.asarray(alphas, jnp.float32), method=method, hidden=hidden, steps=steps,
                          num_steps=num_steps, meta_batch=meta_batch, k_shot=k_shot, eval_tasks=eval_tasks, lr=lr)
+    return np.asarray(out)
+
+
+# ------------------------------------------------------------------ claim 4: one program for every run
+def _episodes_kshot(key, num_tasks, X, tab, n_way, k_max, k_shot, k_query):
+    r"""N-way episodes with ``k_max`` support slots; a traced ``k_shot`` dividing ``k_max`` fills them by
+    repeating the first ``k_shot`` images of each class ``k_max / k_shot`` times. The mean loss over
+    the repeated support equals the mean over the ``k_shot`` distinct images, so the core losses and
+    estimators see exactly a ``k_shot``-shot task while every shot count shares one program."""
+    eps = nway_episodes(key, num_tasks, X, *tab, n_way, k_max, k_query)
+    xs, ys = eps.support  # (T, n_way * k_max, ...), class-major
+    slot = jnp.arange(k_max) % k_shot
+    sel = (jnp.arange(n_way)[:, None] * k_max + slot[None, :]).reshape(-1)
+    return ml.Episode((xs[:, sel], ys[:, sel]), eps.query, None)
+
+
+@functools.partial(jax.jit, static_argnames=("n_way", "k_max", "k_query", "hidden", "steps", "test_steps",
+                                             "num_steps", "meta_batch", "eval_tasks"))
+def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_query, hidden, steps, test_steps,
+                    num_steps, meta_batch, eval_tasks):
+    loss = ml.mlp_xent_loss
+    ests = [ESTIMATORS[m] for m in METHODS]
+    inners = [INNER[m] for m in METHODS]
+
+    def metric(w, b):
+        return ml.accuracy(ml.mlp_apply(w, b[0]), b[1])
+
+    def one_config(c):
+        m, alpha, lr, k_shot = c["method"], c["alpha"], c["lr"], c["k_shot"]
+
+        def run(key, tr, te):
+            k_init, k_train, k_eval = jax.random.split(key, 3)
+            p0 = ml.init_mlp(k_init, (X.shape[1], hidden, n_way))
+            opt = optax.scale_by_adam()
+
+            def step(state, k):
+                p, s = state
+                eps = _episodes_kshot(k, meta_batch, X, tr, n_way, k_max, k_shot, k_query)
+                g = jax.lax.switch(m, [functools.partial(ml.meta_gradient, e, loss, alpha=alpha, steps=steps)
+                                       for e in ests], p, eps)
+                u, s = opt.update(g, s, p)
+                return (jax.tree_util.tree_map(lambda x, d: x - lr * d, p, u), s), None
+
+            (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))
+            ev = _episodes_kshot(k_eval, eval_tasks, X, te, n_way, k_max, k_shot, k_query)
+
+            def score(inner):
+                return jnp.mean(jax.vmap(lambda e: metric(inner(loss, p, e.support, alpha, test_steps), e.query))(ev))
+
+            return jax.lax.switch(m, [functools.partial(score, i) for i in inners])
+
+        # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
+        f = jax.vmap(run, in_axes=(0, None, None))
+        return jax.vmap(f, in_axes=(None, 0, 0))(keys, train_tabs, test_tabs)
+
+    return jax.lax.map(one_config, cfg)
+
+
+def meta_train_eval_configs(configs, seeds, splits: dict, X, *, n_way: int = 5, k_query: int = 5, hidden: int = 64,
+                            steps: int = 5, test_steps: int = 10, num_steps: int = 1000, meta_batch: int = 8,
+                            eval_tasks: int = 200):
+    r"""Claim 4, every run from one compiled program: :func:`meta_train_eval` for a list of configurations.
+
+    ``configs`` is a list of ``(method, alpha, lr, k_shot)`` with ``k_shot`` dividing the largest
+    ``k_shot`` of the list; ``lr=0`` is the no-meta-training baseline. The method enters as a traced
+    index into a ``lax.switch`` over the core estimators (and inner maps at test time), the shot count
+    through :func:`_episodes_kshot`, so one program (compiled once) loops over the configurations and
+    vmaps over splits and seeds. Adam with learning rate ``lr`` as ``optax.adam(lr)``.
+
+    Returns a numpy array ``(len(configs), len(splits), len(seeds))`` of mean query accuracies.
+    """
+    fn = "meta_train_eval_configs"
+    for m, a, lr, k in configs:
+        check_choice(fn, "method", m, METHODS)
+        check_positive(fn, "alpha", a)
+    k_max = max(int(k) for *_, k in configs)
+    if any(k_max % int(k) for *_, k in configs):
+        raise ValueError(f"{fn}: every k_shot must divide the largest one ({k_max})")
+    names = list(splits)
+    tr = tuple(jnp.stack([splits[s]["train"][i] for s in names]) for i in range(3))
+    te = tuple(jnp.stack([splits[s]["test"][i] for s in names]) for i in range(3))
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    cfg = {"method": jnp.asarray([METHODS.index(m) for m, *_ in configs], jnp.int32),
+           "alpha": jnp.asarray([a for _, a, _, _ in configs], jnp.float32),
+           "lr": jnp.asarray([lr for _, _, lr, _ in configs], jnp.float32),
+           "k_shot": jnp.asarray([k for *_, k in configs], jnp.int32)}
+    out = _digits_configs(keys, cfg, X, tr, te, n_way=n_way, k_max=k_max, k_query=k_query, hidden=hidden,
+                          steps=steps, test_steps=test_steps, num_steps=num_steps, meta_batch=meta_batch,
+                          eval_tasks=eval_tasks)
     return np.asarray(out)
