@@ -81,7 +81,7 @@ def test_claim3_tabular_rl_fraction_reaching_global_optimum_empirical(executed):
     inside the ball rather than on the sphere; the alpha=0 baseline reaches the global maximum always."""
     r = executed("wang2020/03-tabular-rl")
     assert r["wang2020-rl-reached-smallest-R"] == 1.0
-    assert r["wang2020-rl-reached-largest-R"] <= 0.5
+    assert r["wang2020-rl-reached-largest-R"] <= 0.25
     assert r["wang2020-rl-n-bad"] >= 1
     assert r["wang2020-rl-bad-gap-min"] > 1e-3           # genuinely suboptimal
     assert r["wang2020-rl-bad-pg-max"] < 1e-8            # and genuinely stationary
