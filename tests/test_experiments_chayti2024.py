@@ -153,6 +153,27 @@ def test_k_step_cost_table():
     assert ex.k_step_cost("chayti_forward", 1)[0] == ml.make_estimator("chayti", alpha=0.1, delta=1e-3).grads_per_task
 
 
+def test_k_step_cost_counts_real_gradient_calls():
+    """The cost table of claim 5 equals the number of loss-gradient calls actually made."""
+    tasks, t = _cos_task()
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    ep = ml.Episode.deterministic(t)
+    calls = {"n": 0}
+
+    def counted(x, b):
+        calls["n"] += 1
+        return ml.cosine_loss(x, b)
+
+    for K in (1, 2, 3):
+        for scheme in ("forward", "central"):
+            for store in (True, False):
+                calls["n"] = 0
+                with jax.disable_jit():
+                    ex.chayti_grad_k(counted, w, ep, 0.1, 1e-3, scheme, K, store_iterates=store)
+                name = f"chayti_{scheme}" + ("" if store else "_recompute")
+                assert calls["n"] == ex.k_step_cost(name, K)[0], (K, scheme, store, calls["n"])
+
+
 def test_growing_loss_and_optimizer_runs():
     pool = ex.sample_growing_tasks(jax.random.key(0), 6, 3, 0.05)
     t = jax.tree_util.tree_map(lambda x: x[0], pool)
