@@ -70,7 +70,7 @@ def test_claim3_inexact_solves_tradeoff(executed):
 
 
 def test_claim4_outer_optimizers(executed):
-    """Empirical: on globally smooth cosine tasks no optimiser diverges at any tested rate; on
+    """Empirical: on cosine tasks (bounded task Hessians) no optimiser diverges at any tested rate; on
     tasks with growing curvature constant-step SGD diverges in some runs from far starts and its
     largest stable rate is smaller far than near, while clipped SGD and SNGDM never diverge. Which
     tuned method reaches the lowest final gradient norm is reported, not assumed: the test pins
