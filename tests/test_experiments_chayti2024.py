@@ -153,6 +153,27 @@ def test_k_step_cost_table():
     assert ex.k_step_cost("chayti_forward", 1)[0] == ml.make_estimator("chayti", alpha=0.1, delta=1e-3).grads_per_task
 
 
+def test_k_step_cost_counts_real_gradient_calls():
+    """The cost table of claim 5 equals the number of loss-gradient calls actually made."""
+    tasks, t = _cos_task()
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    ep = ml.Episode.deterministic(t)
+    calls = {"n": 0}
+
+    def counted(x, b):
+        calls["n"] += 1
+        return ml.cosine_loss(x, b)
+
+    for K in (1, 2, 3):
+        for scheme in ("forward", "central"):
+            for store in (True, False):
+                calls["n"] = 0
+                with jax.disable_jit():
+                    ex.chayti_grad_k(counted, w, ep, 0.1, 1e-3, scheme, K, store_iterates=store)
+                name = f"chayti_{scheme}" + ("" if store else "_recompute")
+                assert calls["n"] == ex.k_step_cost(name, K)[0], (K, scheme, store, calls["n"])
+
+
 def test_growing_loss_and_optimizer_runs():
     pool = ex.sample_growing_tasks(jax.random.key(0), 6, 3, 0.05)
     t = jax.tree_util.tree_map(lambda x: x[0], pool)
@@ -177,3 +198,34 @@ def test_memory_sweep_rows():
     names = {r["method"] for r in rows}
     assert names == {"maml", "chayti_forward", "chayti_forward_recompute", "fomaml"}
     assert all(r["temp_bytes"] >= 0 and r["params"] == 1 * 4 + 4 + 4 * 4 + 4 + 4 + 1 for r in rows)
+
+
+def test_masked_k_directions_match_static_k():
+    """Implementation check: the traced-K directions of the one-program suite equal the static-K ones."""
+    tasks, _ = _cos_task()
+    w = jnp.array([0.3, -1.2, 2.0, 0.7])
+    dirs, chayti = ex._masked_directions(ml.cosine_loss, tasks, 0.1, 3, 1e-4)
+    for K in (1, 2, 3):
+        for nm in ("maml", "fomaml", "reptile", "naive"):
+            ref = ex.full_batch_direction(nm, ml.cosine_loss, tasks, 0.1, K, delta=1e-4)(w)
+            assert _err(dirs[nm](w, K), ref) < (1e-10 if nm == "naive" else 1e-12)  # naive: round-off / delta
+        for sch in ("forward", "central"):
+            ref = ex.full_batch_direction("chayti", ml.cosine_loss, tasks, 0.1, K, delta=1e-3, scheme=sch)(w)
+            assert _err(chayti(w, K, 1e-3, sch), ref) < 1e-12
+
+
+def test_optimizer_sweep_equals_separate_runs():
+    """Implementation check: one compiled sweep over pools and optimisers reproduces separate runs;
+    the q = 0 growing pool reproduces the cosine loss."""
+    pool = ex.sample_growing_tasks(jax.random.key(0), 6, 3, 0.05)
+    flat = ex.GrowingTask(pool.cos, jnp.zeros(6))
+    w0s = jnp.stack([jnp.array([1.0, 2.0, -1.0]), jnp.array([-3.0, 0.5, 1.0])])
+    kw = dict(num_steps=20, batch_size=3, delta=1e-3, key=jax.random.key(1), record_every=10)
+    spec = [(0, "adam", [0.01, 0.1]), (1, "nsgdm", [0.1]), (1, "sgd", [0.05])]
+    out = ex.optimizer_sweep(ex.growing_loss, [flat, pool], 0.05, spec, w0s, **kw)
+    sep = [ex.optimizer_runs(ml.cosine_loss, pool.cos, 0.05, "adam", [0.01, 0.1], w0s, **kw),
+           ex.optimizer_runs(ex.growing_loss, pool, 0.05, "nsgdm", [0.1], w0s, **kw),
+           ex.optimizer_runs(ex.growing_loss, pool, 0.05, "sgd", [0.05], w0s, **kw)]
+    for a, b in zip(out, sep):
+        np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-10)
+        assert (a["diverged"] == b["diverged"]).all()
