@@ -89,7 +89,7 @@ def test_claim2_nonconvex_not_slower_at_these_sizes(executed):
 def test_claim4_anil_vs_maml(executed):
     """Empirical claims at matched budgets (quick mode: 300 outer steps of 10 tasks): both methods
     learn; MAML adapts better at this budget (significantly on digits, by a paired 95 % CI over
-    seeds); ANIL is cheaper per meta-step on both families, by less than the operation count's 3N + 1."""
+    seeds). ANIL's lower cost per meta-step is reported from timings, not asserted."""
     r = executed("ji2020/04-anil-vs-maml")
     n = r["ji2020-cmp-inner-steps"]
     for m in ("anil", "maml"):
@@ -97,5 +97,5 @@ def test_claim4_anil_vs_maml(executed):
         assert r[f"ji2020-cmp-sinusoid-{m}-mean"] < 0.8 * r[f"ji2020-cmp-sinusoid-{m}-init"]
     assert r["ji2020-cmp-digits-diff"] + r["ji2020-cmp-digits-diff-ci"] < 0  # MAML more accurate
     assert r["ji2020-cmp-sinusoid-diff"] > 0  # MAML lower MSE (point estimate)
-    for fam in ("digits", "sinusoid"):
-        assert 1.5 < r[f"ji2020-cmp-{fam}-time-ratio"] < 3 * n + 1
+    # No assertion on wall-clock time (ji2020-cmp-*-time-ratio): house rule, speed is measured side
+    # by side in a benchmark and reported, never asserted in a test.
