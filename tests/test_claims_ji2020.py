@@ -41,20 +41,27 @@ def test_claim1_nonconvex_jacobian_grows(executed):
     assert r["ji2020-jac-nc-final-median"] < 1e-3 * env ** r["ji2020-jac-nsteps"]
 
 
-def test_claim3_implicit_limit(executed):
-    """Implementation checks (three computations of one gradient agree) and an empirical claim
-    (the error decays geometrically at the predicted ratio, fitted within 25 % in log)."""
+def test_claim3_implicit_limit_implementation(executed):
+    """Implementation checks: three computations of one gradient agree (recursion, masked scan,
+    implicit formula at a Newton-solved h*), and the body cannot see the (d_z + 1) softmax shifts."""
     r = executed("ji2020/03-implicit-gradient")
     assert r["ji2020-impl-check-recursion"] < 1e-10
     assert r["ji2020-impl-check-masked"] < 1e-10
     assert r["ji2020-impl-residual-max"] < 1e-10
+    assert r["ji2020-impl-invisible"] == 17  # (d_z + 1) shift directions, d_z = 16
+
+
+def test_claim3_implicit_limit_geometric_decay(executed):
+    """Empirical claim: the body error and the head gradient decay geometrically, at a ratio within
+    25 % (in log) of the predicted one. At our sizes rho_phi and rho_h differ by 0.2 %, so this does
+    not separate them."""
+    r = executed("ji2020/03-implicit-gradient")
     assert r["ji2020-impl-err-nmax"] < 1e-2 * r["ji2020-impl-err-n1"]
     assert r["ji2020-impl-err-n10"] < r["ji2020-impl-err-n1"]
     assert r["ji2020-impl-head-nmax"] < 1e-2 * r["ji2020-impl-head-n1"]
     assert r["ji2020-impl-fit-body-maxdev"] < 0.25
     assert r["ji2020-impl-fit-head-maxdev"] < 0.25
     assert r["ji2020-impl-fit-body"] < 1.0
-    assert r["ji2020-impl-invisible"] == 17  # (d_z + 1) shift directions, d_z = 16
 
 
 def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
