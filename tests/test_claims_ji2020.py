@@ -68,7 +68,8 @@ def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     """Empirical claims (SC head): at a fixed alpha the final meta-loss falls monotonically in N and
     the head gradient vanishes; with alpha proportional to 1/N nothing depends on N (within 3 %);
     the time-averaged squared gradient the theorem bounds does not fall with N at a fixed beta;
-    every fitted rate in k is close to 1/k."""
+    implementation check: every fitted rate in k of the running average is close to 1/k, as it must
+    be once the accumulated sum of squared gradients has converged (not evidence about N)."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-sc-diverged"] == 0
     assert r["ji2020-conv-sc-loss-fixed-decrease-frac"] == 1.0
@@ -78,6 +79,7 @@ def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     assert abs(r["ji2020-conv-sc-scaled-ratio"] - 1.0) < 0.05
     assert r["ji2020-conv-sc-fixed-ratio"] > 1.1  # not faster by the theorem's measure
     assert r["ji2020-conv-sc-head-share-nmax"] < 0.01 * r["ji2020-conv-sc-head-share-n1"]
+    # implementation check: k * (running average) is nondecreasing, so a converged sum gives slope -1
     assert -1.1 <= r["ji2020-conv-sc-rate-min"] <= r["ji2020-conv-sc-rate-median"] <= -0.8
 
 
