@@ -41,27 +41,35 @@ def test_claim1_nonconvex_jacobian_grows(executed):
     assert r["ji2020-jac-nc-final-median"] < 1e-3 * env ** r["ji2020-jac-nsteps"]
 
 
-def test_claim3_implicit_limit(executed):
-    """Implementation checks (three computations of one gradient agree) and an empirical claim
-    (the error decays geometrically at the predicted ratio, fitted within 25 % in log)."""
+def test_claim3_implicit_limit_implementation(executed):
+    """Implementation checks: three computations of one gradient agree (recursion, masked scan,
+    implicit formula at a Newton-solved h*), and the body cannot see the (d_z + 1) softmax shifts."""
     r = executed("ji2020/03-implicit-gradient")
     assert r["ji2020-impl-check-recursion"] < 1e-10
     assert r["ji2020-impl-check-masked"] < 1e-10
     assert r["ji2020-impl-residual-max"] < 1e-10
+    assert r["ji2020-impl-invisible"] == 17  # (d_z + 1) shift directions, d_z = 16
+
+
+def test_claim3_implicit_limit_geometric_decay(executed):
+    """Empirical claim: the body error and the head gradient decay geometrically, at a ratio within
+    25 % (in log) of the predicted one. At our sizes rho_phi and rho_h differ by 0.2 %, so this does
+    not separate them."""
+    r = executed("ji2020/03-implicit-gradient")
     assert r["ji2020-impl-err-nmax"] < 1e-2 * r["ji2020-impl-err-n1"]
     assert r["ji2020-impl-err-n10"] < r["ji2020-impl-err-n1"]
     assert r["ji2020-impl-head-nmax"] < 1e-2 * r["ji2020-impl-head-n1"]
     assert r["ji2020-impl-fit-body-maxdev"] < 0.25
     assert r["ji2020-impl-fit-head-maxdev"] < 0.25
     assert r["ji2020-impl-fit-body"] < 1.0
-    assert r["ji2020-impl-invisible"] == 17  # (d_z + 1) shift directions, d_z = 16
 
 
 def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     """Empirical claims (SC head): at a fixed alpha the final meta-loss falls monotonically in N and
     the head gradient vanishes; with alpha proportional to 1/N nothing depends on N (within 3 %);
     the time-averaged squared gradient the theorem bounds does not fall with N at a fixed beta;
-    every fitted rate in k is close to 1/k."""
+    implementation check: every fitted rate in k of the running average is close to 1/k, as it must
+    be once the accumulated sum of squared gradients has converged (not evidence about N)."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-sc-diverged"] == 0
     assert r["ji2020-conv-sc-loss-fixed-decrease-frac"] == 1.0
@@ -71,6 +79,7 @@ def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     assert abs(r["ji2020-conv-sc-scaled-ratio"] - 1.0) < 0.05
     assert r["ji2020-conv-sc-fixed-ratio"] > 1.1  # not faster by the theorem's measure
     assert r["ji2020-conv-sc-head-share-nmax"] < 0.01 * r["ji2020-conv-sc-head-share-n1"]
+    # implementation check: k * (running average) is nondecreasing, so a converged sum gives slope -1
     assert -1.1 <= r["ji2020-conv-sc-rate-min"] <= r["ji2020-conv-sc-rate-median"] <= -0.8
 
 
@@ -89,8 +98,7 @@ def test_claim2_nonconvex_not_slower_at_these_sizes(executed):
 def test_claim4_anil_vs_maml(executed):
     """Empirical claims at matched budgets (quick mode: 300 outer steps of 10 tasks): both methods
     learn; MAML adapts better at this budget (significantly on digits, by a paired 95 % CI over
-    seeds). ANIL's lower cost per meta-step is reported from timings, not asserted here (speed is
-    measured side by side in the notebook and the benchmark, never in a test)."""
+    seeds). ANIL's lower cost per meta-step is reported from timings, not asserted."""
     r = executed("ji2020/04-anil-vs-maml")
     n = r["ji2020-cmp-inner-steps"]
     for m in ("anil", "maml"):
@@ -98,6 +106,5 @@ def test_claim4_anil_vs_maml(executed):
         assert r[f"ji2020-cmp-sinusoid-{m}-mean"] < 0.8 * r[f"ji2020-cmp-sinusoid-{m}-init"]
     assert r["ji2020-cmp-digits-diff"] + r["ji2020-cmp-digits-diff-ci"] < 0  # MAML more accurate
     assert r["ji2020-cmp-sinusoid-diff"] > 0  # MAML lower MSE (point estimate)
-    # Wall-clock ratios are measured in the notebook (and `make bench`) and glued in the text, but
-    # never asserted: a test must not depend on the load of the machine it runs on.
-    assert n >= 1
+    # No assertion on wall-clock time (ji2020-cmp-*-time-ratio): house rule, speed is measured side
+    # by side in a benchmark and reported, never asserted in a test.
