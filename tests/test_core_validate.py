@@ -42,7 +42,7 @@ L = ml.quadratic_loss
         (lambda: ml.make_estimator("mamal", alpha=0.1), ValueError, r"make_estimator: argument 'name' must be one of"),
         (lambda: ml.make_estimator("maml", alpha=0.1, delta=0.1), TypeError, r"unknown hyper-parameter 'delta' for 'maml'"),
         (lambda: ml.make_estimator("hf_maml", alpha=0.1), TypeError, r"'hf_maml' requires hyper-parameter\(s\) \('delta',\)"),
-        (lambda: ml.make_estimator("maml", alpha=-0.5), ValueError, r"maml_grad: argument 'alpha' must be > 0.*-0\.5"),
+        (lambda: ml.make_estimator("maml", alpha=-0.5), ValueError, r"make_estimator: argument 'alpha' must be > 0.*-0\.5"),
         (lambda: ml.make_estimator("imaml", lam=0.1, steps=0, cg_steps=2), ValueError, r"'steps'"),
         (lambda: ml.outer_optimizer("rmsprop", 0.1), ValueError, r"outer_optimizer: argument 'name'"),
         (lambda: ml.outer_optimizer("sgd", -0.1), ValueError, r"outer_optimizer: argument 'lr'"),
