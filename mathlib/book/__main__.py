@@ -28,6 +28,10 @@ def main(argv=None) -> int:
                     help="inject a parameter (YAML value), e.g. -p seed 3 -p alphas '[0.01, 0.1]'")
     ex.add_argument("--workers", type=int, default=2)
     ex.add_argument("--force", action="store_true", help="execute even when nothing changed")
+    ex.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                    help="time limit of every cell (default: 300 in quick mode, 3600 in full mode)")
+    ex.add_argument("--retries", type=int, default=1,
+                    help="re-runs of a notebook that timed out or whose kernel died (default: 1)")
     sub.add_parser("pages", help="regenerate the figure gallery and the status page")
     pk = sub.add_parser("pack", help="build the lecturer pack (figures.zip, figures.bib, slides) in book/_generated/pack")
     pk.add_argument("--force", action="store_true")
@@ -48,8 +52,13 @@ def main(argv=None) -> int:
 
         if args.workers < 1:
             parser.error(f"argument --workers must be >= 1, got {args.workers}")
+        if args.cell_timeout is not None and args.cell_timeout <= 0:
+            parser.error(f"argument --cell-timeout must be > 0 seconds, got {args.cell_timeout}")
+        if args.retries < 0:
+            parser.error(f"argument --retries must be >= 0, got {args.retries}")
         failures = execute(root, [Path(n) for n in args.notebooks] or None, quick=args.quick,
-                           extra_parameters=_param(args.parameter), workers=args.workers, force=args.force)
+                           extra_parameters=_param(args.parameter), workers=args.workers, force=args.force,
+                           cell_timeout=args.cell_timeout, retries=args.retries)
         write_pages(root)
         return 1 if failures else 0
     if args.cmd == "pages":

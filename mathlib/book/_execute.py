@@ -8,6 +8,10 @@
   replaces the last good outputs.
 * A failure names the notebook and the failing cell, the other notebooks still run, and the
   command exits non-zero.
+* Every cell has a time limit (``cell_timeout``; quick mode 300 s, full mode 3600 s) and the kernel
+  has a start-up limit: a hung kernel (a lost reply, a dead process) fails that notebook with its
+  name instead of stalling the whole run. A notebook that fails for such an infrastructure reason
+  (timeout, dead kernel) is retried once; a Python error in a cell is not.
 * Full mode passes no parameters, so the published notebook has no injected-parameters cell
   (every notebook's default is ``quick = False``); quick mode injects ``quick = True``.
 """
@@ -167,9 +171,24 @@ def add_download_cell(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int, digest: str = "") -> dict[str, Any]:
+QUICK_CELL_TIMEOUT = 300
+FULL_CELL_TIMEOUT = 3600
+KERNEL_START_TIMEOUT = 120
+
+
+def run_one(
+    root_s: str,
+    source_s: str,
+    parameters: dict[str, Any],
+    workers: int,
+    digest: str = "",
+    cell_timeout: float | None = None,
+) -> dict[str, Any]:
     """Execute one notebook into staging; promote its outputs only on success. Runs in a worker."""
     root, source = Path(root_s), Path(source_s)
+    if cell_timeout is None:
+        cell_timeout = QUICK_CELL_TIMEOUT if parameters.get("quick") else FULL_CELL_TIMEOUT
+    print(f"[start] {source.as_posix()}", flush=True)
     slug = source.with_suffix("").as_posix().replace("/", "__")
     staging = root / STAGING / slug
     shutil.rmtree(staging, ignore_errors=True)
@@ -200,6 +219,8 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
                 progress_bar=False,
                 log_output=False,
                 request_save_on_cell_execute=False,
+                execution_timeout=int(cell_timeout),
+                start_timeout=KERNEL_START_TIMEOUT,
                 **_kernel_transport(staging),
             )
         except PapermillExecutionError as err:
@@ -210,8 +231,13 @@ def run_one(root_s: str, source_s: str, parameters: dict[str, Any], workers: int
                 error=f"{err.ename}: {err.evalue}".strip()[:2000],
             )
             return result
-    except Exception as err:  # kernel died, bad notebook, missing kernel...
+    except Exception as err:  # kernel died or hung (timeout), bad notebook, missing kernel...
         result.update(status="failed", cell="-", error="".join(traceback.format_exception_only(err)).strip()[:2000])
+        name = type(err).__name__
+        if name in ("CellTimeoutError", "DeadKernelError", "TimeoutError") or "timeout" in str(err).lower() or "timed out" in str(err).lower() \
+                or "didn't respond" in str(err) or "Kernel died" in str(err):
+            result["retryable"] = True
+            result["error"] = f"{result['error']} (limits: {int(cell_timeout)} s per cell, {KERNEL_START_TIMEOUT} s to start the kernel)"
         return result
     finally:
         result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -254,9 +280,15 @@ def execute(
     extra_parameters: dict[str, Any] | None = None,
     workers: int = 2,
     force: bool = False,
+    cell_timeout: float | None = None,
+    retries: int = 1,
     stream=sys.stdout,
 ) -> int:
-    """Execute notebooks (default: all in ``_toc.yml``). Returns the number of failures."""
+    """Execute notebooks (default: all in ``_toc.yml``). Returns the number of failures.
+
+    ``cell_timeout`` (seconds) limits every cell (default 300 in quick mode, 3600 in full mode);
+    a notebook that times out or whose kernel dies is retried ``retries`` times.
+    """
     root = root.resolve()
     sources = [Path(s) for s in (sources or toc_notebooks(root))]
     for s in sources:
@@ -289,13 +321,22 @@ def execute(
     t_start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        futures = {pool.submit(run_one, str(root), s.as_posix(), parameters, workers, d): (s, d) for s, d in todo}
-        for n, fut in enumerate(cf.as_completed(futures), 1):
-            s, digest = futures[fut]
+        submit = lambda s, d: pool.submit(run_one, str(root), s.as_posix(), parameters, workers, d, cell_timeout)  # noqa: E731
+        futures = {submit(s, d): (s, d, 0) for s, d in todo}
+        n = 0
+        while futures:
+            done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+            fut = next(iter(done))
+            s, digest, attempt = futures.pop(fut)
             try:
                 res = fut.result()
             except Exception as err:  # worker crashed
                 res = {"source": s.as_posix(), "status": "failed", "cell": "-", "error": repr(err), "seconds": 0.0}
+            if res["status"] != "ok" and res.get("retryable") and attempt < retries:
+                print(f"[retry] {s.as_posix()} after {res.get('seconds', 0):.1f} s: {res.get('error')}", file=stream, flush=True)
+                futures[submit(s, digest)] = (s, digest, attempt + 1)
+                continue
+            n += 1
             entry = state["notebooks"].setdefault(s.as_posix(), {})
             entry.update(
                 mode=mode,
