@@ -171,6 +171,21 @@ def _metadata(figure_id: str, caption: str, alt: str, prov: dict[str, Any]) -> d
     }
 
 
+def _png_display(path: Path):
+    """An IPython ``Image`` of a saved PNG, sized as the inline backend would show the figure."""
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return None
+    data = path.read_bytes()
+    width_px = int.from_bytes(data[16:20], "big")  # PNG header: IHDR width
+    import matplotlib
+
+    saved_dpi = matplotlib.rcParams["savefig.dpi"]  # "figure" means: the figure's own dpi
+    scale = 1.0 if saved_dpi == "figure" else matplotlib.rcParams["figure.dpi"] / float(saved_dpi)
+    return Image(data=data, format="png", width=max(1, round(width_px * scale)))
+
+
 def save_figure(fig, figure_id: str, caption: str, *, alt: str | None = None, show: bool = True) -> dict[str, str]:
     """Save ``fig`` under its stable ID as PDF, SVG and PNG (byte-identical across runs).
 
@@ -226,12 +241,15 @@ def save_figure(fig, figure_id: str, caption: str, *, alt: str | None = None, sh
     tmp = out / f".{figure_id}.tmp.json"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, out / f"{figure_id}.json")
-    _glue(figure_id, fig)
+    # Display and glue the PNG just saved instead of letting the inline backend render the figure
+    # twice more (each render costs about as much as a save); shown at the screen resolution.
+    image = _png_display(Path(paths["png"]))
+    _glue(figure_id, image if image is not None else fig)
     if show:
         try:
             from IPython.display import display
 
-            display(fig)
+            display(image if image is not None else fig)
         except ImportError:
             pass
     import matplotlib.pyplot as plt

@@ -303,6 +303,25 @@ def test_executor_atomic_incremental_and_clean(fake_repo):
     assert r.returncode == 0 and read_records(out)["t-value"] == 7.5, r.stdout + r.stderr
 
 
+def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake_repo):
+    """A cell that never returns (a lost kernel reply looks the same) fails its notebook by name
+    after the per-cell limit, is retried once, and does not stop the other notebook."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("quick = False\nseed = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(600)")]
+    nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
+    r = _execute(fake_repo, "--cell-timeout", "10", "--retries", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.count("[retry] notebooks/t/01-good.ipynb") == 1, r.stdout
+    assert "FAILED notebooks/t/01-good.ipynb" in r.stdout and "timed out" in r.stdout, r.stdout
+    assert "limits: 10 s per cell" in r.stdout, r.stdout
+    assert "ok     notebooks/t/02-other.ipynb" in r.stdout, r.stdout
+    r = _execute(fake_repo, "--cell-timeout", "0")
+    assert r.returncode == 2 and "argument --cell-timeout must be > 0 seconds, got 0.0" in r.stderr, r.stderr
+
+
 def test_executor_rejects_unknown_notebook(fake_repo):
     r = _execute(fake_repo, "notebooks/t/missing.ipynb")
     assert r.returncode != 0 and "missing.ipynb does not exist" in (r.stdout + r.stderr)
