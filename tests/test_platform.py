@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -320,6 +321,29 @@ def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake
     assert "ok     notebooks/t/02-other.ipynb" in r.stdout, r.stdout
     r = _execute(fake_repo, "--cell-timeout", "0")
     assert r.returncode == 2 and "argument --cell-timeout must be > 0 seconds, got 0.0" in r.stderr, r.stderr
+
+
+def test_executor_watchdog_stops_a_wedged_worker_and_its_kernel(fake_repo):
+    """A worker that outlives the notebook limit (wedged outside any cell) is killed with its
+    kernel; the run names it and exits non-zero instead of hanging."""
+    import psutil
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(600)")]
+    nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
+    r = _execute(fake_repo, "--notebook-timeout", "8", "notebooks/t/01-good.ipynb")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAILED notebooks/t/01-good.ipynb: still running after 8 s" in r.stdout, r.stdout
+    time.sleep(1)
+    left = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if str(fake_repo) in (proc.info["cwd"] or ""):
+                left.append(proc.info["cmdline"])
+        except (psutil.Error, TypeError):
+            pass
+    assert not left, f"processes left running: {left}"
 
 
 def test_executor_rejects_unknown_notebook(fake_repo):

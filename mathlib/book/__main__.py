@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     ex.add_argument("--force", action="store_true", help="execute even when nothing changed")
     ex.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                     help="time limit of every cell (default: 300 in quick mode, 3600 in full mode)")
+    ex.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
+                    help="watchdog: stop the run if one notebook's worker runs longer (default: 1200 quick, 14400 full)")
     ex.add_argument("--retries", type=int, default=1,
                     help="re-runs of a notebook that timed out or whose kernel died (default: 1)")
     sub.add_parser("pages", help="regenerate the figure gallery and the status page")
@@ -54,11 +56,14 @@ def main(argv=None) -> int:
             parser.error(f"argument --workers must be >= 1, got {args.workers}")
         if args.cell_timeout is not None and args.cell_timeout <= 0:
             parser.error(f"argument --cell-timeout must be > 0 seconds, got {args.cell_timeout}")
+        if args.notebook_timeout is not None and args.notebook_timeout <= 0:
+            parser.error(f"argument --notebook-timeout must be > 0 seconds, got {args.notebook_timeout}")
         if args.retries < 0:
             parser.error(f"argument --retries must be >= 0, got {args.retries}")
         failures = execute(root, [Path(n) for n in args.notebooks] or None, quick=args.quick,
                            extra_parameters=_param(args.parameter), workers=args.workers, force=args.force,
-                           cell_timeout=args.cell_timeout, retries=args.retries)
+                           cell_timeout=args.cell_timeout, retries=args.retries,
+                           notebook_timeout=args.notebook_timeout)
         write_pages(root)
         return 1 if failures else 0
     if args.cmd == "pages":

@@ -174,6 +174,22 @@ def add_download_cell(path: Path) -> None:
 QUICK_CELL_TIMEOUT = 300
 FULL_CELL_TIMEOUT = 3600
 KERNEL_START_TIMEOUT = 120
+QUICK_NOTEBOOK_TIMEOUT = 1200
+FULL_NOTEBOOK_TIMEOUT = 4 * 3600
+
+
+def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill the pool's worker processes and everything they started (kernels)."""
+    import psutil
+
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        try:
+            parent = psutil.Process(proc.pid)
+            for child in parent.children(recursive=True):
+                child.kill()
+            parent.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def run_one(
@@ -282,12 +298,15 @@ def execute(
     force: bool = False,
     cell_timeout: float | None = None,
     retries: int = 1,
+    notebook_timeout: float | None = None,
     stream=sys.stdout,
 ) -> int:
     """Execute notebooks (default: all in ``_toc.yml``). Returns the number of failures.
 
     ``cell_timeout`` (seconds) limits every cell (default 300 in quick mode, 3600 in full mode);
-    a notebook that times out or whose kernel dies is retried ``retries`` times.
+    a notebook that times out or whose kernel dies is retried ``retries`` times. A watchdog stops
+    the run if one notebook's worker outlives ``notebook_timeout`` (default 1200 s in quick mode,
+    4 h in full mode): that is a worker wedged outside any cell, and the run names it.
     """
     root = root.resolve()
     sources = [Path(s) for s in (sources or toc_notebooks(root))]
@@ -319,15 +338,44 @@ def execute(
     if not todo:
         return 0
     t_start = time.perf_counter()
+    if notebook_timeout is None:
+        notebook_timeout = QUICK_NOTEBOOK_TIMEOUT if quick else FULL_NOTEBOOK_TIMEOUT
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+    pool = cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx)
+    try:
         submit = lambda s, d: pool.submit(run_one, str(root), s.as_posix(), parameters, workers, d, cell_timeout)  # noqa: E731
         futures = {submit(s, d): (s, d, 0) for s, d in todo}
+        running_since: dict[Any, float] = {}
         n = 0
         while futures:
-            done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(list(futures), timeout=5, return_when=cf.FIRST_COMPLETED)
+            now = time.perf_counter()
+            for f in futures:
+                if f.running():
+                    running_since.setdefault(f, now)
+            stuck = [f for f, t0 in running_since.items() if f in futures and now - t0 > notebook_timeout]
+            if not done and stuck:
+                # Watchdog: a worker that outlives every cell limit is wedged outside a cell (kernel
+                # start-up, shutdown, a lost reply). Stop everything, name what did not finish.
+                _kill_pool(pool)
+                for f, (s, _d, _a) in futures.items():
+                    why = (f"still running after {notebook_timeout:.0f} s (the notebook limit); the run was stopped"
+                           if f in stuck else "not finished: the run was stopped by the watchdog")
+                    n += 1
+                    failures += 1
+                    entry = state["notebooks"].setdefault(s.as_posix(), {})
+                    entry.update(mode=mode, parameters=parameters, status="failed", cell="-", error=why,
+                                 finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                    entry.pop("hash", None)
+                    print(f"[{n}/{len(todo)}] FAILED {s.as_posix()}: {why}", file=stream, flush=True)
+                save_state(root, state)
+                futures = {}
+                break
+            if not done:
+                continue
             fut = next(iter(done))
             s, digest, attempt = futures.pop(fut)
+            running_since.pop(fut, None)
             try:
                 res = fut.result()
             except Exception as err:  # worker crashed
@@ -362,6 +410,8 @@ def execute(
                     flush=True,
                 )
             save_state(root, state)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     print(
         f"done in {time.perf_counter() - t_start:.1f} s: {len(todo) - failures} ok, {failures} failed, {skipped} unchanged",
         file=stream,
