@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -57,40 +58,93 @@ def _make_mirror(root: Path) -> Path:
     return mirror
 
 
+_mirror_path: list[Path] = []
+
+
+def _mirror() -> Path:
+    """The mirror, refreshed once per session (never while the executor reads it)."""
+    if not _mirror_path:
+        _mirror_path.append(_make_mirror(ROOT))
+    return _mirror_path[0]
+
+
 @pytest.fixture(scope="session")
 def book_root(repo_root) -> Path:
     """A mirror of the book's sources in which the tests execute notebooks and build the book."""
-    return _make_mirror(repo_root)
+    return _mirror()
 
 
-@pytest.fixture(scope="session")
-def executed_all(book_root):
-    """Execute every notebook of ``_toc.yml`` once per session in quick mode (2 workers).
+# --------------------------------------------------------------------------- notebook execution
+# The notebooks (2 workers) start in the background as soon as the tests are collected, and the
+# tests that need them run last: the library tests use the CPU meanwhile instead of waiting.
+_NOTEBOOK_FIXTURES = {"executed_all", "executed", "built_book", "built_singlehtml"}
+_NOTEBOOK_MARKERS = {"notebooks", "book", "browser", "pdf"}
+_TIMEOUT = 45 * 60
+_run: dict = {}
 
-    Runs in the mirror ``book_root``; returns the executor's state (its ``state.json``).
-    Notebooks whose quick-mode outputs there are up to date are not re-executed. The executor's
-    progress goes to ``.cache/test-book/execute.log`` as it happens (``tail -f`` it), so a slow or
-    stuck notebook is named even if the run is stopped. For a chapter's work, set
-    ``MATHLIB_TEST_NOTEBOOKS`` to space-separated globs (``"ji2020/*"``): only those notebooks run,
-    and tests of the others fail as "not executed".
-    """
+
+def _needs_notebooks(item) -> bool:
+    return bool(_NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def _start_execution() -> None:
+    """Start the executor on the mirror (once per session), its output going to execute.log."""
+    if _run:
+        return
+    mirror = _mirror()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "mathlib.book", "execute", "--quick", "--workers", "2"]
     patterns = os.environ.get("MATHLIB_TEST_NOTEBOOKS", "").split()
     if patterns:
-        chosen = sorted({p.relative_to(book_root).as_posix()
-                         for pat in patterns for p in (book_root / "notebooks").glob(pat + ("" if pat.endswith(".ipynb") else ".ipynb"))})
-        assert chosen, f"MATHLIB_TEST_NOTEBOOKS={patterns!r} matches no notebook under notebooks/"
+        chosen = sorted({q.relative_to(mirror).as_posix() for pat in patterns
+                         for q in (mirror / "notebooks").glob(pat + ("" if pat.endswith(".ipynb") else ".ipynb"))})
+        if not chosen:
+            raise pytest.UsageError(f"MATHLIB_TEST_NOTEBOOKS={patterns!r} matches no notebook under notebooks/")
         cmd += chosen
-    log_path = book_root / "execute.log"
-    with open(log_path, "w") as log:
-        try:
-            proc = subprocess.run(cmd, cwd=book_root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                  timeout=45 * 60)
-            returncode = proc.returncode
-        except subprocess.TimeoutExpired:
-            returncode = "timeout (45 min)"
-    text = log_path.read_text(errors="replace")
+    log_path = mirror / "execute.log"
+    log = open(log_path, "w")
+    _run.update(proc=subprocess.Popen(cmd, cwd=mirror, env=env, stdout=log, stderr=subprocess.STDOUT),
+                log=log, log_path=log_path, mirror=mirror, t0=time.monotonic())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Library tests first, then the tests that read executed notebooks or the built book."""
+    items.sort(key=lambda item: _needs_notebooks(item) or bool(_NOTEBOOK_MARKERS & {m.name for m in item.iter_markers()}))
+
+
+def pytest_collection_finish(session):
+    if not session.config.option.collectonly and any(_needs_notebooks(i) for i in session.items):
+        _start_execution()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    proc = _run.get("proc")
+    if proc is not None and proc.poll() is None:  # interrupted session: do not leave the executor behind
+        proc.terminate()
+
+
+@pytest.fixture(scope="session")
+def executed_all(book_root):
+    """Every notebook of ``_toc.yml`` executed in quick mode (2 workers) in the mirror ``book_root``.
+
+    The execution starts right after collection (see ``pytest_collection_finish``); this fixture
+    waits for it and returns the executor's state (its ``state.json``). Notebooks whose quick-mode
+    outputs there are up to date are not re-executed. The executor's progress goes to
+    ``.cache/test-book/execute.log`` as it happens (``tail -f`` it), so a slow or stuck notebook is
+    named even if the run is stopped. For a chapter's work, set ``MATHLIB_TEST_NOTEBOOKS`` to
+    space-separated globs (``"ji2020/*"``): only those notebooks run, and tests of the others fail
+    as "not executed".
+    """
+    _start_execution()
+    proc = _run["proc"]
+    try:
+        returncode = proc.wait(timeout=max(1.0, _TIMEOUT - (time.monotonic() - _run["t0"])))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        returncode = "timeout (45 min)"
+    _run["log"].close()
+    text = _run["log_path"].read_text(errors="replace")
     sys.stdout.write(text)
     state_file = book_root / "book" / "_generated" / "state.json"
     state = json.loads(state_file.read_text())["notebooks"] if state_file.is_file() else {}
