@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import jax
+from threadpoolctl import threadpool_limits
 
 jax.config.update("jax_enable_x64", True)
+# The notebooks execute in the background (2 workers) while these tests run: one BLAS thread here,
+# as in each kernel, so that LAPACK's spinning threads do not fight over the 2 cores.
+threadpool_limits(1)
 
 import pytest  # noqa: E402
 

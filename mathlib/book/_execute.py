@@ -118,6 +118,9 @@ def kernel_env(root: Path, source: Path, staging_figs: Path, workers: int) -> di
     }
     if workers > 1:  # one core per notebook instead of oversubscribing the machine
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        # LAPACK (eigh, svd, solve) runs in scipy's OpenBLAS: its spinning second thread made a
+        # small eigvalsh 30x slower on a loaded 2-core machine. One BLAS thread per notebook.
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
