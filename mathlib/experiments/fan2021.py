@@ -490,7 +490,8 @@ def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_quer
                     num_steps, meta_batch, eval_tasks):
     loss = ml.mlp_xent_loss
     ests = [ESTIMATORS[m] for m in METHODS]
-    inners = [INNER[m] for m in METHODS]
+    inners = list(dict.fromkeys(INNER[m] for m in METHODS))
+    inner_index = jnp.asarray([inners.index(INNER[m]) for m in METHODS], jnp.int32)
 
     def metric(w, b):
         return ml.accuracy(ml.mlp_apply(w, b[0]), b[1])
@@ -517,7 +518,8 @@ def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_quer
             def score(inner):
                 return jnp.mean(jax.vmap(lambda e: metric(inner(loss, p, e.support, alpha, test_steps), e.query))(ev))
 
-            return jax.lax.switch(m, [functools.partial(score, i) for i in inners])
+            # MAML and FO-MAML adapt with the same map (adapt_gd): one branch per distinct inner map
+            return jax.lax.switch(inner_index[m], [functools.partial(score, i) for i in inners])
 
         # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
         f = jax.vmap(run, in_axes=(0, None, None))
