@@ -38,6 +38,7 @@ __all__ = [
     "adaptive_step_run",
     "hf_delta_runs",
     "sinusoid_runs",
+    "sinusoid_runs_series",
     "hf_direction_error",
     "fit_loglog_slope",
     "best_delta",
@@ -747,6 +748,94 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
     if not np.all(np.isfinite(out)):
         raise FloatingPointError(f"{fn}: {method} produced a non-finite evaluation loss (the run diverged)")
     return out
+
+
+def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int, alpha: float = 0.01,
+                         lr: float = 1e-3, num_tasks: int = 25, k_shot: int = 10, hidden=(40, 40),
+                         eval_tasks: int = 100, activation: str = "tanh"):
+    r"""Several :func:`sinusoid_runs` series from one compiled program.
+
+    ``series`` maps a name to ``(method, k_hessian)`` or ``(method, k_hessian, delta)`` (``delta``
+    for ``"hf_maml"``, default ``1e-2``). The series are looped (``lax.map``) and a ``lax.switch``
+    on the series index samples the step's episodes and evaluates the series' estimator, so each
+    step runs only its own branch; every draw is the one :func:`sinusoid_runs` makes for the same
+    key. Claim 6.
+
+    Returns:
+        dict name -> numpy array (len(keys), num_steps // eval_every + 1) of evaluation losses.
+    """
+    from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
+    import optax
+
+    from mathlib._estimators import make_estimator, meta_gradient
+    from mathlib._inner import adapt_gd
+    from mathlib._models import init_mlp
+    from mathlib._models import mlp_mse_loss as _mlp_mse_loss
+    from mathlib._outer import outer_optimizer
+
+    fn = "sinusoid_runs_series"
+    num_steps = check_int(fn, "num_steps", num_steps)
+    eval_every = check_int(fn, "eval_every", eval_every)
+    if num_steps % eval_every:
+        raise ValueError(f"{fn}: argument 'eval_every' must divide num_steps={num_steps}, got {eval_every}")
+    opt = outer_optimizer("adam", lr)
+    eval_ep, _ = sinusoid_eval_set(eval_tasks, 10, 100)
+    sizes = (1, *hidden, 1)
+
+    def mlp_mse_loss(p, batch):
+        return _mlp_mse_loss(p, batch, activation=activation)
+
+    def branch(spec):
+        method, k_hessian, *rest = spec
+        check_choice(fn, "method", method, ("maml", "fomaml", "hf_maml"))
+        delta = rest[0] if rest else 1e-2
+        hyper = {"delta": delta, "delta_rule": "per_task"} if method == "hf_maml" else {}
+        est = make_estimator(method, alpha=alpha, **hyper)
+
+        def grad(k, p):
+            ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
+            return meta_gradient(est, mlp_mse_loss, p, ep)
+
+        return grad
+
+    branches = [branch(spec) for spec in series.values()]
+
+    def post_adapt(params):
+        def one(sup, qry):
+            return mlp_mse_loss(adapt_gd(mlp_mse_loss, params, sup, alpha, 1), qry)
+
+        return jnp.mean(jax.vmap(one)(eval_ep.support, eval_ep.query))
+
+    def run(v, key):
+        k_init, k_train = jax.random.split(key)
+        params = init_mlp(k_init, sizes, activation=activation)
+        state = (params, opt.init(params))
+
+        def step(state, k):
+            p, s = state
+            g = jax.lax.switch(v, branches, k, p)
+            upd, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, upd), s), None
+
+        def chunk(state, ks):
+            state, _ = jax.lax.scan(step, state, ks)
+            return state, post_adapt(state[0])
+
+        ks = jax.random.split(k_train, num_steps).reshape(num_steps // eval_every, eval_every)
+        _, losses = jax.lax.scan(chunk, state, ks)
+        return jnp.concatenate([post_adapt(params)[None], losses])
+
+    def all_series(keys):
+        # the series index is a scalar inside lax.map (not vmapped): each switch runs one branch
+        return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(branches)))
+
+    out = np.asarray(jax.jit(all_series)(keys))
+    res = {}
+    for name, o in zip(series, out):
+        if not np.all(np.isfinite(o)):
+            raise FloatingPointError(f"{fn}: series {name!r} produced a non-finite evaluation loss (the run diverged)")
+        res[name] = o
+    return res
 
 
 def hf_direction_error(activation: str, deltas, key, num_tasks: int = 25, k_shot: int = 10,

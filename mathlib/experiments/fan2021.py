@@ -34,6 +34,7 @@ __all__ = [
     "digits_splits",
     "meta_train_eval",
     "sinusoid_meta_train_eval",
+    "sinusoid_meta_train_eval_configs",
     "mean_ci",
     "fit_loglog_slope",
 ]
@@ -468,6 +469,68 @@ def sinusoid_meta_train_eval(method: str, alphas, seeds, *, hidden: int = 40, st
     keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
     out = _sinusoid_runs(keys, jnp.asarray(alphas, jnp.float32), method=method, hidden=hidden, steps=steps,
                          num_steps=num_steps, meta_batch=meta_batch, k_shot=k_shot, eval_tasks=eval_tasks, lr=lr)
+    return np.asarray(out)
+
+
+@functools.partial(jax.jit, static_argnames=("hidden", "steps", "num_steps", "meta_batch", "k_shot", "eval_tasks"))
+def _sinusoid_configs(keys, cfg, *, hidden, steps, num_steps, meta_batch, k_shot, eval_tasks):
+    loss = ml.mlp_mse_loss
+    ests = [ESTIMATORS[m] for m in METHODS]
+    inners = list(dict.fromkeys(INNER[m] for m in METHODS))
+    inner_index = jnp.asarray([inners.index(INNER[m]) for m in METHODS], jnp.int32)
+    ev, _ = ml.sinusoid_eval_set(eval_tasks, k_shot, 100)
+
+    def one_config(c):
+        m, alpha, lr = c["method"], c["alpha"], c["lr"]
+        opt = optax.adam(lr)
+
+        def run(key):
+            k_init, k_train = jax.random.split(key)
+            p0 = ml.init_mlp(k_init, (1, hidden, hidden, 1))
+
+            def step(state, k):
+                p, s = state
+                eps = ml.sample_sinusoid_episodes(k, meta_batch, k_shot, k_shot)
+                g = jax.lax.switch(m, [functools.partial(ml.meta_gradient, e, loss, alpha=alpha, steps=steps)
+                                       for e in ests], p, eps)
+                u, s = opt.update(g, s, p)
+                return (optax.apply_updates(p, u), s), None
+
+            (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))
+
+            def score(inner):
+                return jnp.mean(jax.vmap(lambda e: loss(inner(loss, p, e.support, alpha, steps), e.query))(ev))
+
+            return jax.lax.switch(inner_index[m], [functools.partial(score, i) for i in inners])
+
+        # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
+        return jax.vmap(run)(keys)
+
+    return jax.lax.map(one_config, cfg)
+
+
+def sinusoid_meta_train_eval_configs(configs, seeds, *, hidden: int = 40, steps: int = 1, num_steps: int = 2000,
+                                     meta_batch: int = 25, k_shot: int = 10, eval_tasks: int = 100):
+    r"""Claim 5, every run from one compiled program: :func:`sinusoid_meta_train_eval` for a list of configurations.
+
+    ``configs`` is a list of ``(method, alpha, lr)``; ``lr=0`` is the no-meta-training baseline. The
+    method enters as a traced index into a ``lax.switch`` over the core estimators (and inner maps
+    at evaluation), so one program (compiled once) loops over the configurations and vmaps over the
+    seeds; the random draws of a seed are those of :func:`sinusoid_meta_train_eval`.
+
+    Returns a numpy array ``(len(configs), len(seeds))`` of mean post-adaptation MSEs.
+    """
+    fn = "sinusoid_meta_train_eval_configs"
+    for m, a, lr in configs:
+        check_choice(fn, "method", m, METHODS)
+        check_positive(fn, "alpha", a)
+    num_steps = check_int(fn, "num_steps", num_steps)
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    cfg = {"method": jnp.asarray([METHODS.index(m) for m, *_ in configs], jnp.int32),
+           "alpha": jnp.asarray([a for _, a, _ in configs], jnp.float32),
+           "lr": jnp.asarray([lr for *_, lr in configs], jnp.float32)}
+    out = _sinusoid_configs(keys, cfg, hidden=hidden, steps=steps, num_steps=num_steps, meta_batch=meta_batch,
+                            k_shot=k_shot, eval_tasks=eval_tasks)
     return np.asarray(out)
 
 
