@@ -368,8 +368,8 @@ def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: 
     and its $D_{in}$, $D_o$ draws coincide with another series' whenever their Hessian batches
     have the same size (common random numbers). The exact gradient is affine in $w$,
     $\nabla F(w)=Aw-b$, with $A$ and $b$ taken once from the closed form. The program is traced with
-    JAX's non-partitionable threefry, which
-    compiles several times faster on CPU than the default (same distribution, other draws).
+    JAX's non-partitionable threefry, which compiles several times faster on CPU than the default
+    (same distributions, other draws).
 
     Args:
         series: ``{name: (method, n_hess[, hessian_batch])}``; ``method`` is ``"maml"``,
