@@ -28,6 +28,7 @@ __all__ = [
     "fomaml_floor_sweep",
     "correlated_linreg_tasks",
     "stochastic_runs",
+    "stochastic_runs_series",
     "plateau",
     "estimator_mean_bias",
     "smoothness_scan",
@@ -37,6 +38,7 @@ __all__ = [
     "adaptive_step_run",
     "hf_delta_runs",
     "sinusoid_runs",
+    "sinusoid_runs_series",
     "hf_direction_error",
     "fit_loglog_slope",
     "best_delta",
@@ -328,15 +330,8 @@ def stochastic_runs(method: str, tasks, alpha, beta, batch_sizes, n_in: int, n_o
                     num_steps: int, keys, delta: float = 1e-3, hessian_batch: str = "independent"):
     r"""Stochastic MAML / HF-MAML / FO-MAML on linear-regression tasks, vmapped over $B$ and seeds.
 
-    Each step samples $B$ tasks uniformly (with replacement) from the finite family ``tasks`` (a
-    batched :class:`mathlib.LinRegTask`) and, per task, fresh Gaussian data batches of sizes
-    $D_{in}$, $D_o$, $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean
-    of the core per-task estimator over the $B$ tasks (:func:`mathlib.task_gradients`); the outer
-    step is SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
-    (:func:`mathlib.linreg_maml_grad`) is recorded at every step. Claim 3.
-
-    To compile once per method, every step draws $\max B$ episodes and a run with batch size $B$
-    averages the first $B$ of them (so runs with different $B$ share their first tasks).
+    One series of :func:`stochastic_runs_series` (see there for the sampling, the estimator and
+    the random streams).
 
     Args:
         method: ``"maml"``, ``"hf_maml"`` (central, fixed ``delta``) or ``"fomaml"``.
@@ -349,51 +344,129 @@ def stochastic_runs(method: str, tasks, alpha, beta, batch_sizes, n_in: int, n_o
     Returns:
         numpy array (len(batch_sizes), len(keys), num_steps) of exact $\|\nabla F(w_k)\|$.
     """
-    fn = "stochastic_runs"
-    check_choice(fn, "method", method, ("maml", "hf_maml", "fomaml"))
-    check_choice(fn, "hessian_batch", hessian_batch, ("independent", "query"))
+    check_choice("stochastic_runs", "hessian_batch", hessian_batch, ("independent", "query"))
+    out = stochastic_runs_series({"run": (method, n_hess, hessian_batch)}, tasks, alpha, beta, batch_sizes, n_in,
+                                 n_out, num_steps, keys, delta=delta)
+    return out["run"]
+
+
+def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: int, n_out: int, num_steps: int,
+                           keys, delta: float = 1e-3):
+    r"""Several stochastic MAML / HF-MAML / FO-MAML series on linear-regression tasks from one compiled program.
+
+    ``series`` maps a name to ``(method, n_hess)`` or ``(method, n_hess, hessian_batch)``. Each step
+    samples $B$ tasks uniformly (with replacement) from the finite family ``tasks`` (a batched
+    :class:`mathlib.LinRegTask`) and, per task, fresh Gaussian data batches of sizes $D_{in}$,
+    $D_o$ and $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean of the
+    core per-task estimator (``mathlib.ESTIMATORS``, vmapped) over the $B$ tasks; the outer step is
+    SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
+    (:func:`mathlib.linreg_maml_grad`) is recorded at every step. Claim 3.
+
+    One compiled program covers every series, batch size and seed (a ``vmap`` over the seeds;
+    the runs of one seed with different $B$ share a pool of $\sum B$ task slots per step, each
+    run averaging its own $B$ fresh tasks). Every series uses the same keys, so its task draws
+    and its $D_{in}$, $D_o$ draws coincide with another series' whenever their Hessian batches
+    have the same size (common random numbers). The exact gradient is affine in $w$,
+    $\nabla F(w)=Aw-b$, with $A$ and $b$ taken once from the closed form. The program is traced with
+    JAX's non-partitionable threefry, which compiles several times faster on CPU than the default
+    (same distributions, other draws).
+
+    Args:
+        series: ``{name: (method, n_hess[, hessian_batch])}``; ``method`` is ``"maml"``,
+            ``"hf_maml"`` (central, fixed ``delta``) or ``"fomaml"``; ``hessian_batch`` is
+            ``"independent"`` (default; fresh $D_h$ of size ``n_hess``, Fallah et al. Alg. 1) or
+            ``"query"`` (reuse $D_o$ for the Hessian term: the dependent choice that
+            {prf:ref}`fallah2020-lem-independent-batches` warns about).
+        batch_sizes: list of task-batch sizes $B$.
+        keys: array of PRNG keys, one run per key and batch size.
+
+    Returns:
+        dict name -> numpy array (len(batch_sizes), len(keys), num_steps) of exact $\|\nabla F(w_k)\|$.
+    """
+    fn = "stochastic_runs_series"
+    variants = []
+    for name, spec in series.items():
+        method, nh, *hb = spec
+        hb = hb[0] if hb else "independent"
+        check_choice(fn, "method", method, ("maml", "hf_maml", "fomaml"))
+        check_choice(fn, "hessian_batch", hb, ("independent", "query"))
+        if method == "fomaml" or hb == "query":
+            nh = None
+        else:
+            nh = check_int(fn, "n_hess", nh)
+        variants.append((method, nh, hb == "query" and method != "fomaml"))
     bs = [check_int(fn, "batch_sizes", b) for b in batch_sizes]
     num_steps = check_int(fn, "num_steps", num_steps)
-    nh = n_hess if (hessian_batch == "independent" and method != "fomaml") else None
-    run = _stochastic_runner(method, max(bs), n_in, n_out, nh, hessian_batch == "query" and method != "fomaml",
-                             num_steps)
+    distinct = tuple(dict.fromkeys(variants))
+    run = _stochastic_runner(distinct, tuple(bs), int(n_in), int(n_out), num_steps)
     dt = tasks.theta.dtype
-    out = np.asarray(run(tasks, jnp.asarray(alpha, dt), jnp.asarray(beta, dt), jnp.asarray(delta, dt),
-                         jnp.asarray(bs), keys))
-    if not np.all(np.isfinite(out)):
-        raise FloatingPointError(f"{fn}: {method} diverged (non-finite gradient norm); reduce beta")
-    return out
+    idx = jnp.asarray([distinct.index(v) for v in variants], jnp.int32)
+    with jax.threefry_partitionable(False):
+        out = np.asarray(run(tasks, jnp.asarray(alpha, dt), jnp.asarray(beta, dt), jnp.asarray(delta, dt), keys))
+    res = {}
+    for name, o in zip(series, out[np.asarray(idx)]):
+        if not np.all(np.isfinite(o)):
+            raise FloatingPointError(f"{fn}: series {name!r} diverged (non-finite gradient norm); reduce beta")
+        res[name] = o
+    return res
 
 
 @functools.lru_cache(maxsize=None)
-def _stochastic_runner(method, b_max, n_in, n_out, nh, hess_is_query, num_steps):
+def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
     from mathlib._core import Episode
-    from mathlib._estimators import ESTIMATORS, task_gradients
+    from mathlib._estimators import ESTIMATORS
     from mathlib._synthetic import linreg_maml_grad, mse_loss, sample_regression_episodes
 
-    def estimate(w, ep, alpha, delta):  # alpha, delta are traced: one compilation for all values
-        hyper = {"alpha": alpha, "delta": delta} if method == "hf_maml" else {"alpha": alpha}
-        return task_gradients(ESTIMATORS[method], mse_loss, w, ep, **hyper)
+    # every batch size B of a seed draws its own B tasks: one pool of sum(B) slots per step,
+    # slot j belongs to the run owner[j]
+    owner = np.repeat(np.arange(len(bs)), bs)
+    n_slots = int(owner.size)
+    inv_b = 1.0 / np.asarray(bs, np.float64)
 
-    def one(tasks, alpha, beta, delta, B, key):
-        n_tasks = tasks.theta.shape[0]
-        mask = (jnp.arange(b_max) < B).astype(tasks.theta.dtype) / B
+    def branch(variant):
+        method, nh, hess_is_query = variant
 
-        def body(w, k):
-            k1, k2 = jax.random.split(k)
-            sub = _take_tasks(tasks, jax.random.randint(k1, (b_max,), 0, n_tasks))
-            ep = sample_regression_episodes(k2, sub, n_in, n_out, nh)
+        def estimate(w, ep, alpha, delta):  # one task; alpha, delta are traced
             if hess_is_query:
                 ep = Episode(ep.support, ep.query, ep.query)
-            g = mask @ estimate(w, ep, alpha, delta)
-            return w - beta * g, jnp.linalg.norm(linreg_maml_grad(w, tasks, alpha))
+            elif nh is None:
+                ep = Episode(ep.support, ep.query, None)
+            hyper = {"alpha": alpha, "delta": delta} if method == "hf_maml" else {"alpha": alpha}
+            return ESTIMATORS[method](mse_loss, w, ep, **hyper)
 
-        w0 = jnp.zeros(tasks.theta.shape[-1], tasks.theta.dtype)
-        return jax.lax.scan(body, w0, jax.random.split(key, num_steps))[1]
+        return estimate
 
-    over_keys = jax.vmap(one, in_axes=(None, None, None, None, None, 0))
-    over_b = jax.vmap(over_keys, in_axes=(None, None, None, None, 0, None))
-    return jax.jit(over_b)
+    def one(variant, tasks, alpha, beta, delta, key):
+        estimate = branch(variant)
+        nh = None if variant[0] == "fomaml" or variant[2] else variant[1]
+        n_tasks, d = tasks.theta.shape
+        dt = tasks.theta.dtype
+        # the exact population gradient is affine in w: grad F(w) = A w - b, A and b from the core closed form
+        zero = jnp.zeros(d, dt)
+        b = -linreg_maml_grad(zero, tasks, alpha)
+        A = jax.jacfwd(lambda w: linreg_maml_grad(w, tasks, alpha))(zero)
+        own = jnp.asarray(owner)
+        scale = jnp.asarray(inv_b, dt)[:, None]
+
+        def body(w, k):  # w: (len(bs), d), one iterate per batch size
+            k1, k2 = jax.random.split(k)
+            sub = _take_tasks(tasks, jax.random.randint(k1, (n_slots,), 0, n_tasks))
+            ep = sample_regression_episodes(k2, sub, n_in, n_out, nh)
+            est = jax.vmap(lambda wj, e: estimate(wj, e, alpha, delta))(w[own], ep)
+            g = jax.ops.segment_sum(est, own, num_segments=len(bs)) * scale
+            return w - beta * g, jnp.linalg.norm(w @ A.T - b, axis=-1)
+
+        w0 = jnp.zeros((len(bs), d), dt)
+        return jax.lax.scan(body, w0, jax.random.split(key, num_steps))[1].T  # (len(bs), num_steps)
+
+    def all_series(tasks, alpha, beta, delta, keys):
+        outs = []
+        for v in variants:
+            f = jax.vmap(functools.partial(one, v), in_axes=(None, None, None, None, 0))
+            outs.append(jnp.swapaxes(f(tasks, alpha, beta, delta, keys), 0, 1))  # (len(bs), seeds, steps)
+        return jnp.stack(outs)
+
+    return jax.jit(all_series)
 
 
 def plateau(norms, frac: float = 0.5):
@@ -675,6 +748,94 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
     if not np.all(np.isfinite(out)):
         raise FloatingPointError(f"{fn}: {method} produced a non-finite evaluation loss (the run diverged)")
     return out
+
+
+def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int, alpha: float = 0.01,
+                         lr: float = 1e-3, num_tasks: int = 25, k_shot: int = 10, hidden=(40, 40),
+                         eval_tasks: int = 100, activation: str = "tanh"):
+    r"""Several :func:`sinusoid_runs` series from one compiled program.
+
+    ``series`` maps a name to ``(method, k_hessian)`` or ``(method, k_hessian, delta)`` (``delta``
+    for ``"hf_maml"``, default ``1e-2``). The series are looped (``lax.map``) and a ``lax.switch``
+    on the series index samples the step's episodes and evaluates the series' estimator, so each
+    step runs only its own branch; every draw is the one :func:`sinusoid_runs` makes for the same
+    key. Claim 6.
+
+    Returns:
+        dict name -> numpy array (len(keys), num_steps // eval_every + 1) of evaluation losses.
+    """
+    from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
+    import optax
+
+    from mathlib._estimators import make_estimator, meta_gradient
+    from mathlib._inner import adapt_gd
+    from mathlib._models import init_mlp
+    from mathlib._models import mlp_mse_loss as _mlp_mse_loss
+    from mathlib._outer import outer_optimizer
+
+    fn = "sinusoid_runs_series"
+    num_steps = check_int(fn, "num_steps", num_steps)
+    eval_every = check_int(fn, "eval_every", eval_every)
+    if num_steps % eval_every:
+        raise ValueError(f"{fn}: argument 'eval_every' must divide num_steps={num_steps}, got {eval_every}")
+    opt = outer_optimizer("adam", lr)
+    eval_ep, _ = sinusoid_eval_set(eval_tasks, 10, 100)
+    sizes = (1, *hidden, 1)
+
+    def mlp_mse_loss(p, batch):
+        return _mlp_mse_loss(p, batch, activation=activation)
+
+    def branch(spec):
+        method, k_hessian, *rest = spec
+        check_choice(fn, "method", method, ("maml", "fomaml", "hf_maml"))
+        delta = rest[0] if rest else 1e-2
+        hyper = {"delta": delta, "delta_rule": "per_task"} if method == "hf_maml" else {}
+        est = make_estimator(method, alpha=alpha, **hyper)
+
+        def grad(k, p):
+            ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
+            return meta_gradient(est, mlp_mse_loss, p, ep)
+
+        return grad
+
+    branches = [branch(spec) for spec in series.values()]
+
+    def post_adapt(params):
+        def one(sup, qry):
+            return mlp_mse_loss(adapt_gd(mlp_mse_loss, params, sup, alpha, 1), qry)
+
+        return jnp.mean(jax.vmap(one)(eval_ep.support, eval_ep.query))
+
+    def run(v, key):
+        k_init, k_train = jax.random.split(key)
+        params = init_mlp(k_init, sizes, activation=activation)
+        state = (params, opt.init(params))
+
+        def step(state, k):
+            p, s = state
+            g = jax.lax.switch(v, branches, k, p)
+            upd, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, upd), s), None
+
+        def chunk(state, ks):
+            state, _ = jax.lax.scan(step, state, ks)
+            return state, post_adapt(state[0])
+
+        ks = jax.random.split(k_train, num_steps).reshape(num_steps // eval_every, eval_every)
+        _, losses = jax.lax.scan(chunk, state, ks)
+        return jnp.concatenate([post_adapt(params)[None], losses])
+
+    def all_series(keys):
+        # the series index is a scalar inside lax.map (not vmapped): each switch runs one branch
+        return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(branches)))
+
+    out = np.asarray(jax.jit(all_series)(keys))
+    res = {}
+    for name, o in zip(series, out):
+        if not np.all(np.isfinite(o)):
+            raise FloatingPointError(f"{fn}: series {name!r} produced a non-finite evaluation loss (the run diverged)")
+        res[name] = o
+    return res
 
 
 def hf_direction_error(activation: str, deltas, key, num_tasks: int = 25, k_shot: int = 10,

@@ -34,6 +34,7 @@ __all__ = [
     "digits_splits",
     "meta_train_eval",
     "sinusoid_meta_train_eval",
+    "sinusoid_meta_train_eval_configs",
     "mean_ci",
     "fit_loglog_slope",
 ]
@@ -333,7 +334,8 @@ def nway_episodes(key, num_tasks: int, X, table, counts, classes, n_way: int, k_
     def one(k):
         kc, ki = jax.random.split(k)
         chosen = jax.lax.top_k(jnp.where(classes, jax.random.uniform(kc, (classes.shape[0],)), -1.0), n_way)[1]
-        u = jax.random.uniform(ki, (n_way, width))
+        # a flat draw reshaped: the same values as a (n_way, width) draw, several times faster to compile
+        u = jax.random.uniform(ki, (n_way * width,)).reshape(n_way, width)
         u = jnp.where(jnp.arange(width)[None, :] < counts[chosen][:, None], u, -1.0)
         pos = jax.lax.top_k(u, need)[1]  # (n_way, need) distinct positions in each class's table
         idx = jnp.take_along_axis(table[chosen], pos, axis=1)
@@ -471,6 +473,68 @@ def sinusoid_meta_train_eval(method: str, alphas, seeds, *, hidden: int = 40, st
     return np.asarray(out)
 
 
+@functools.partial(jax.jit, static_argnames=("hidden", "steps", "num_steps", "meta_batch", "k_shot", "eval_tasks"))
+def _sinusoid_configs(keys, cfg, *, hidden, steps, num_steps, meta_batch, k_shot, eval_tasks):
+    loss = ml.mlp_mse_loss
+    ests = [ESTIMATORS[m] for m in METHODS]
+    inners = list(dict.fromkeys(INNER[m] for m in METHODS))
+    inner_index = jnp.asarray([inners.index(INNER[m]) for m in METHODS], jnp.int32)
+    ev, _ = ml.sinusoid_eval_set(eval_tasks, k_shot, 100)
+
+    def one_config(c):
+        m, alpha, lr = c["method"], c["alpha"], c["lr"]
+        opt = optax.adam(lr)
+
+        def run(key):
+            k_init, k_train = jax.random.split(key)
+            p0 = ml.init_mlp(k_init, (1, hidden, hidden, 1))
+
+            def step(state, k):
+                p, s = state
+                eps = ml.sample_sinusoid_episodes(k, meta_batch, k_shot, k_shot)
+                g = jax.lax.switch(m, [functools.partial(ml.meta_gradient, e, loss, alpha=alpha, steps=steps)
+                                       for e in ests], p, eps)
+                u, s = opt.update(g, s, p)
+                return (optax.apply_updates(p, u), s), None
+
+            (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))
+
+            def score(inner):
+                return jnp.mean(jax.vmap(lambda e: loss(inner(loss, p, e.support, alpha, steps), e.query))(ev))
+
+            return jax.lax.switch(inner_index[m], [functools.partial(score, i) for i in inners])
+
+        # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
+        return jax.vmap(run)(keys)
+
+    return jax.lax.map(one_config, cfg)
+
+
+def sinusoid_meta_train_eval_configs(configs, seeds, *, hidden: int = 40, steps: int = 1, num_steps: int = 2000,
+                                     meta_batch: int = 25, k_shot: int = 10, eval_tasks: int = 100):
+    r"""Claim 5, every run from one compiled program: :func:`sinusoid_meta_train_eval` for a list of configurations.
+
+    ``configs`` is a list of ``(method, alpha, lr)``; ``lr=0`` is the no-meta-training baseline. The
+    method enters as a traced index into a ``lax.switch`` over the core estimators (and inner maps
+    at evaluation), so one program (compiled once) loops over the configurations and vmaps over the
+    seeds; the random draws of a seed are those of :func:`sinusoid_meta_train_eval`.
+
+    Returns a numpy array ``(len(configs), len(seeds))`` of mean post-adaptation MSEs.
+    """
+    fn = "sinusoid_meta_train_eval_configs"
+    for m, a, lr in configs:
+        check_choice(fn, "method", m, METHODS)
+        check_positive(fn, "alpha", a)
+    num_steps = check_int(fn, "num_steps", num_steps)
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    cfg = {"method": jnp.asarray([METHODS.index(m) for m, *_ in configs], jnp.int32),
+           "alpha": jnp.asarray([a for _, a, _ in configs], jnp.float32),
+           "lr": jnp.asarray([lr for *_, lr in configs], jnp.float32)}
+    out = _sinusoid_configs(keys, cfg, hidden=hidden, steps=steps, num_steps=num_steps, meta_batch=meta_batch,
+                            k_shot=k_shot, eval_tasks=eval_tasks)
+    return np.asarray(out)
+
+
 # ------------------------------------------------------------------ claim 4: one program for every run
 def _episodes_kshot(key, num_tasks, X, tab, n_way, k_max, k_shot, k_query):
     r"""N-way episodes with ``k_max`` support slots; a traced ``k_shot`` dividing ``k_max`` fills them by
@@ -490,7 +554,8 @@ def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_quer
                     num_steps, meta_batch, eval_tasks):
     loss = ml.mlp_xent_loss
     ests = [ESTIMATORS[m] for m in METHODS]
-    inners = [INNER[m] for m in METHODS]
+    inners = list(dict.fromkeys(INNER[m] for m in METHODS))
+    inner_index = jnp.asarray([inners.index(INNER[m]) for m in METHODS], jnp.int32)
 
     def metric(w, b):
         return ml.accuracy(ml.mlp_apply(w, b[0]), b[1])
@@ -517,7 +582,8 @@ def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_quer
             def score(inner):
                 return jnp.mean(jax.vmap(lambda e: metric(inner(loss, p, e.support, alpha, test_steps), e.query))(ev))
 
-            return jax.lax.switch(m, [functools.partial(score, i) for i in inners])
+            # MAML and FO-MAML adapt with the same map (adapt_gd): one branch per distinct inner map
+            return jax.lax.switch(inner_index[m], [functools.partial(score, i) for i in inners])
 
         # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
         f = jax.vmap(run, in_axes=(0, None, None))
