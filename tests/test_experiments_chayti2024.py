@@ -229,3 +229,72 @@ def test_optimizer_sweep_equals_separate_runs():
     for a, b in zip(out, sep):
         np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-10)
         assert (a["diverged"] == b["diverged"]).all()
+
+
+# === claim 6
+def test_mnist1d_data_generated_locally_and_cached():
+    state = np.random.get_state()[1].copy()
+    Xtr, ytr, Xte, yte = ex.mnist1d_data(200, seed=3)
+    assert (np.random.get_state()[1] == state).all()  # numpy's global generator is left alone
+    assert Xtr.shape == (160, 40) and Xte.shape == (40, 40) and Xtr.dtype == np.float32
+    assert set(np.unique(np.concatenate([ytr, yte]))) == set(range(10))
+    assert ex.mnist1d_data(200, seed=3)[0] is Xtr  # cached in-process
+
+
+def test_nway_indices_episodes_are_valid():
+    """Implementation check: distinct classes per episode, k distinct rows of the slot's class, labels by slot."""
+    y = np.repeat(np.arange(6), [9, 7, 8, 12, 7, 10])
+    idx = ex.nway_indices(np.random.default_rng(0), y, 500, 3, 7)
+    assert idx.shape == (500, 3, 7) and idx.dtype == np.int32
+    lab = y[idx]
+    assert (lab == lab[..., :1]).all()  # one class per slot
+    assert all(len(set(row)) == 3 for row in lab[..., 0])  # distinct classes
+    assert all(len(set(e.ravel())) == 21 for e in idx)  # no example twice
+    counts = np.bincount(lab[..., 0].ravel(), minlength=6)
+    assert counts.min() > 150  # every class used (uniform: 250 each)
+    ep = ex._episodes(jnp.asarray(np.arange(len(y), dtype=np.float32)[:, None]), jnp.asarray(idx[:2]), 3)
+    assert ep.support[0].shape == (2, 9, 1) and ep.query[0].shape == (2, 12, 1)
+    np.testing.assert_array_equal(ep.support[1][0], [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(np.asarray(ep.support[0][0, :, 0]), idx[0, :, :3].ravel())
+    with pytest.raises(ValueError, match="exceeds the smallest class"):
+        ex.nway_indices(np.random.default_rng(0), y, 5, 3, 8)
+    with pytest.raises(ValueError, match="n_way"):
+        ex.nway_indices(np.random.default_rng(0), y, 5, 7, 2)
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_mnist1d_cost_counts_real_gradient_calls(K):
+    """Implementation check: the cost table of claim 6 equals the loss-gradient calls each core estimator makes."""
+    p = ml.init_mlp(jax.random.key(0), (3, 4, 2), activation="tanh")
+    x = jax.random.normal(jax.random.key(1), (6, 3))
+    ep = ml.Episode((x[:3], jnp.array([0, 1, 0])), (x[3:], jnp.array([1, 0, 1])), None)
+    calls = {"n": 0}
+
+    def counted(q, b):
+        calls["n"] += 1
+        return ml.mlp_xent_loss(q, b, activation="tanh")
+
+    for m in ex.MNIST1D_METHODS:
+        if m == "maml":
+            continue  # reverse mode through the inner loop: its HVPs are not separate gradient calls
+        calls["n"] = 0
+        name, kw = m.split("_")[0], {"alpha": 0.1, "steps": K}
+        if name == "chayti":
+            kw.update(delta=1e-3, scheme=m.split("_")[1])
+        with jax.disable_jit():
+            ml.ESTIMATORS[name](counted, p, ep, **kw)
+        assert calls["n"] == ex.mnist1d_cost(m, K)[0], (m, K, calls["n"])
+    assert ex.mnist1d_cost("maml", K) == (K + 1, K)
+
+
+def test_mnist1d_fewshot_small_run():
+    """A tiny run: shapes, paired seeds (MAML and the symmetric estimator stay together), costs."""
+    r = ex.mnist1d_fewshot(methods=("maml", "chayti_central"), num_samples=400, n_way=3, k_support=2, k_query=3,
+                           hidden=(8,), steps=1, num_steps=6, meta_batch=2, seeds=(0, 1), eval_episodes=10)
+    assert set(r["acc"]) == {"maml", "chayti_central"} and r["acc"]["maml"].shape == (2,)
+    assert r["acc_init"].shape == (2,) and r["chance"] == pytest.approx(1 / 3)
+    assert (r["grads"]["chayti_central"], r["hvps"]["maml"]) == (4, 1)
+    assert r["grad_relerr"]["maml"].max() == 0.0 and r["grad_relerr"]["chayti_central"].max() < 1e-2
+    for a, b in zip(jax.tree_util.tree_leaves(r["params"]["maml"]), jax.tree_util.tree_leaves(r["params"]["chayti_central"])):
+        assert float(jnp.max(jnp.abs(a - b))) < 1e-3
+    assert all(v > 0 for v in r["seconds_per_step"].values())

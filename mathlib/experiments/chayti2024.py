@@ -709,3 +709,234 @@ def memory_sweep(configs, *, methods=MEMORY_METHODS, depth: int = 2, n_points: i
                         "temp_bytes": int(mem.temp_size_in_bytes), "arg_bytes": int(mem.argument_size_in_bytes),
                         "grads": grads, "hvps": hvps, "seconds": sec})
     return out
+
+
+# =============================================================================== claim 6
+#: methods compared on few-shot MNIST-1D (claim 6): exact MAML, the first-order estimator with the
+#: forward and the symmetric (central) difference, FO-MAML and Reptile
+MNIST1D_METHODS = ("maml", "chayti_forward", "chayti_central", "fomaml", "reptile")
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d_cached(num_samples: int, seed: int):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = int(num_samples), int(seed)
+    state = np.random.get_state()  # make_dataset reseeds numpy's global generator: restore it
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    out = (d["x"].astype(np.float32), d["y"].astype(np.int32), d["x_test"].astype(np.float32), d["y_test"].astype(np.int32))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def mnist1d_data(num_samples: int = 2000, seed: int = 42):
+    r"""MNIST-1D signals generated locally by the ``mnist1d`` package (no download). Claim 6.
+
+    ``make_dataset`` with the package's default arguments except ``num_samples`` and ``seed``
+    (10 classes, signals of length 40, standardised; the package's 80/20 train/test split).
+    Generation costs about a second per thousand samples on one core, so the result is cached
+    in-process. Returns numpy arrays ``(X_train, y_train, X_test, y_test)``, float32 and int32.
+    """
+    num_samples = check_int("mnist1d_data", "num_samples", num_samples, minimum=10)
+    return _mnist1d_cached(num_samples, int(seed))
+
+
+def nway_indices(rng, y, num_episodes: int, n_way: int, k: int, classes=None):
+    r"""Row indices of ``num_episodes`` N-way episodes with ``k`` examples per class (numpy, vectorised). Claim 6.
+
+    As :func:`mathlib.sample_nway_kshot` (same sampling law) but returning indices into the dataset
+    instead of the data, so that thousands of episodes cost one numpy call and no compilation:
+    ``n_way`` distinct classes drawn uniformly from ``classes`` (default: all labels of ``y``) in
+    random order (class $j$ of the episode gets label $j$), and for each, ``k`` distinct rows drawn
+    uniformly among that class's rows. Split the ``k`` into support and query afterwards (the rows
+    of one class are distinct, so support and query never share an example).
+
+    Returns:
+        int32 array ``(num_episodes, n_way, k)``.
+    """
+    fn = "nway_indices"
+    num_episodes, n_way, k = check_int(fn, "num_episodes", num_episodes), check_int(fn, "n_way", n_way), check_int(fn, "k", k)
+    y = np.asarray(y)
+    classes = np.unique(y) if classes is None else np.asarray(classes)
+    if n_way > len(classes):
+        raise ValueError(f"{fn}: argument 'n_way' must be <= the number of classes ({len(classes)}), got {n_way}")
+    pools = [np.flatnonzero(y == c) for c in classes]
+    sizes = np.array([len(p) for p in pools])
+    if k > sizes.min():
+        raise ValueError(f"{fn}: argument 'k' = {k} exceeds the smallest class size ({sizes.min()})")
+    P = np.zeros((len(classes), sizes.max()), np.int64)
+    for j, p in enumerate(pools):
+        P[j, :len(p)] = p
+    cls = np.argsort(rng.random((num_episodes, len(classes))), axis=1)[:, :n_way]  # (E, n_way) class slots
+    u = rng.random((num_episodes, n_way, sizes.max()))
+    u[np.arange(sizes.max()) >= sizes[cls][..., None]] = 2.0  # padding never chosen
+    pick = np.argpartition(u, k - 1, axis=-1)[..., :k]
+    return P[cls[..., None], pick].astype(np.int32)
+
+
+def _mnist_loss(params, batch):
+    return ml.mlp_xent_loss(params, batch, activation="tanh")
+
+
+def _episodes(X, idx, k_support):
+    """``Episode`` batch from index episodes ``idx`` (..., n_way, k): the first ``k_support`` per class are support."""
+    n_way = idx.shape[-2]
+
+    def part(ii):
+        kk = ii.shape[-1]
+        lab = jnp.broadcast_to(jnp.repeat(jnp.arange(n_way, dtype=jnp.int32), kk), ii.shape[:-2] + (n_way * kk,))
+        return X[ii.reshape(ii.shape[:-2] + (n_way * kk,))], lab
+
+    return ml.Episode(part(idx[..., :k_support]), part(idx[..., k_support:]), None)
+
+
+def _mnist1d_grad_fn(method: str, K: int):
+    """Per-task meta-gradient ``f(params, episode, alpha, delta)`` of one method of claim 6 (core estimators)."""
+    if method == "maml":
+        return lambda p, ep, a, d: ml.maml_grad(_mnist_loss, p, ep, alpha=a, steps=K)
+    if method == "fomaml":
+        return lambda p, ep, a, d: ml.fomaml_grad(_mnist_loss, p, ep, alpha=a, steps=K)
+    if method == "reptile":
+        return lambda p, ep, a, d: ml.reptile_grad(_mnist_loss, p, ep, alpha=a, steps=K)
+    scheme = method.split("_")[1]
+    return lambda p, ep, a, d: ml.chayti_grad(_mnist_loss, p, ep, alpha=a, delta=d, scheme=scheme, steps=K)
+
+
+def mnist1d_cost(method: str, steps: int):
+    r"""``(grads, hvps)`` per task of one meta-gradient estimate of ``method`` with $K$ = ``steps`` (claim 6).
+
+    From :func:`mathlib.make_estimator` (the core's cost table): MAML $K+1$ gradients and $K$ HVPs,
+    forward first-order $2K+1$, symmetric $3K+1$, FO-MAML $K+1$, Reptile $K$ gradients.
+    """
+    check_choice("mnist1d_cost", "method", method, MNIST1D_METHODS)
+    name, hyper = method.split("_")[0], {"alpha": 0.1, "steps": check_int("mnist1d_cost", "steps", steps)}
+    if name == "chayti":
+        hyper.update(delta=1e-3, scheme=method.split("_")[1])
+    est = ml.make_estimator(name, **hyper)
+    return est.grads_per_task, est.hvps_per_task
+
+
+def _adapt_accuracy(params, X, idx, k_support, alpha, K):
+    """Mean query accuracy after $K$ GD steps on each index episode's support batch (vmapped over episodes)."""
+    def one(ii):
+        ep = _episodes(X, ii, k_support)
+        w = ml.adapt_gd(_mnist_loss, params, ep.support, alpha, K)
+        x, lab = ep.query
+        return ml.accuracy(ml.mlp_apply(w, x, "tanh"), lab)
+
+    return jnp.mean(jax.vmap(one)(idx))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 5))
+def _mnist1d_eval(stacked_params, X, idx, k_support, alpha, steps):
+    return jax.vmap(lambda p: _adapt_accuracy(p, X, idx, k_support, alpha, steps))(stacked_params)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _mnist1d_train(methods, steps, k_support, lr, method_index, init, idx, X, alpha, delta):
+    """Adam meta-training of ``methods[method_index]`` for every seed (``vmap``); ``idx`` (seeds, num_steps, batch, n_way, k).
+
+    The method is a *traced* index into ``lax.switch`` (not batched, so only its branch runs): one
+    compiled program serves every method, and each call trains one method (timed separately).
+    """
+    branches = [_mnist1d_grad_fn(m, steps) for m in methods]
+    opt = optax.adam(lr)
+
+    def one(p0, idx_s):
+        def step(carry, ii):
+            p, s = carry
+            eps = _episodes(X, ii, k_support)
+            g = jax.lax.switch(method_index, [lambda p, eps, f=f: ml.tree_mean(jax.vmap(lambda ep: f(p, ep, alpha, delta))(eps))
+                                              for f in branches], p, eps)
+            upd, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, upd), s), None
+
+        p = jax.lax.scan(step, (p0, opt.init(p0)), idx_s)[0][0]
+        # at the final point, on the last training batch: this method's direction against exact MAML's
+        eps = _episodes(X, idx_s[-1], k_support)
+        g = jax.lax.switch(method_index, [lambda p, eps, f=f: ml.tree_mean(jax.vmap(lambda ep: f(p, ep, alpha, delta))(eps))
+                                          for f in branches], p, eps)
+        g0 = ml.meta_gradient(ml.maml_grad, _mnist_loss, p, eps, alpha=alpha, steps=steps)
+        return p, ml.tree_norm(ml.tree_sub(g, g0)) / ml.tree_norm(g0), ml.tree_vdot(g, g0) / (ml.tree_norm(g) * ml.tree_norm(g0))
+
+    return jax.vmap(one)(init, idx)
+
+
+def mnist1d_fewshot(*, methods=MNIST1D_METHODS, num_samples: int = 2000, data_seed: int = 42, n_way: int = 5,
+                    k_support: int = 5, k_query: int = 10, hidden=(64, 64), steps: int = 2, alpha: float = 0.4,
+                    delta: float = 1e-2, lr: float = 1e-3, meta_batch: int = 16, num_steps: int = 300,
+                    seeds=(0, 1, 2), eval_episodes: int = 200):
+    r"""Few-shot MNIST-1D: meta-train a tanh MLP with each method, then adapt on held-out signals. Claim 6.
+
+    Data: :func:`mnist1d_data` (``num_samples``, ``data_seed``). Tasks: ``n_way``-way episodes with
+    ``k_support`` support and ``k_query`` query signals per class (:func:`nway_indices`: random
+    classes among the ten, random label order), drawn from the package's *training* signals during
+    meta-training and from its *test* signals at test time (new examples, same ten classes). Model:
+    tanh MLP ``(40, *hidden, n_way)``, softmax cross-entropy (:func:`mathlib.mlp_xent_loss`), float32.
+    (Smooth activation on purpose: the estimator's analysis needs a Lipschitz Hessian; with ReLU the
+    gradient jumps where a unit switches, and a finite difference of it across a switch is not small.)
+    Inner map: $K$ = ``steps`` GD steps with step ``alpha`` (training and test alike). Outer: Adam
+    with rate ``lr``, ``meta_batch`` tasks per step, ``num_steps`` steps. Estimators are the core's
+    (:func:`mathlib.maml_grad`, :func:`mathlib.chayti_grad` with ``delta``, :func:`mathlib.fomaml_grad`,
+    :func:`mathlib.reptile_grad`).
+
+    Every seed fixes the initialisation and the sequence of training episodes, **shared by all
+    methods** (paired comparison); each method trains all seeds in one ``vmap`` inside one compiled
+    ``lax.scan``, built ahead of time (``lower().compile()``) and then timed: ``seconds_per_step`` is
+    wall time / ``num_steps`` for all seeds together (noisy on a shared machine; compare methods by
+    ratios). Test: the same ``eval_episodes`` test episodes for every method and seed (query
+    accuracy after adaptation, mean over episodes), also at the initialisation. At each method's
+    final point, on its last training batch, its direction $g$ is compared with the exact MAML
+    meta-gradient $g_0$ there: ``grad_relerr`` $=\|g-g_0\|/\|g_0\|$ and ``grad_cos`` (cosine).
+
+    Returns:
+        dict: ``acc`` {method: (seeds,)} test accuracy, ``acc_init`` (seeds,), ``grad_relerr`` and
+        ``grad_cos`` {method: (seeds,)}, ``seconds_per_step`` {method: float}, ``compile_seconds`` (one
+        program for all methods), ``grads``/``hvps`` {method: int} per task (:func:`mnist1d_cost`),
+        ``params`` {method: final parameters stacked over seeds}, ``init``, ``chance`` = 1/``n_way``,
+        ``n_train``/``n_test`` (signals in the two parts).
+    """
+    fn = "mnist1d_fewshot"
+    for m in methods:
+        check_choice(fn, "methods", m, MNIST1D_METHODS)
+    for nm, v in (("num_steps", num_steps), ("meta_batch", meta_batch), ("eval_episodes", eval_episodes),
+                  ("steps", steps), ("k_support", k_support), ("k_query", k_query)):
+        check_int(fn, nm, v)
+    Xtr, ytr, Xte, yte = mnist1d_data(num_samples, data_seed)
+    sizes = (Xtr.shape[1], *hidden, n_way)
+    seeds = tuple(int(s) for s in seeds)
+    init = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[ml.init_mlp(jax.random.key(s), sizes, activation="tanh")
+                                                             for s in seeds])
+    k = k_support + k_query
+    idx = np.stack([nway_indices(np.random.default_rng([s, 1]), ytr, num_steps * meta_batch, n_way, k)
+                    .reshape(num_steps, meta_batch, n_way, k) for s in seeds])
+    a32, d32 = jnp.float32(alpha), jnp.float32(delta)
+    Xj, idx = jnp.asarray(Xtr), jnp.asarray(idx)
+    out = {"acc": {}, "grad_relerr": {}, "grad_cos": {}, "seconds_per_step": {}, "compile_seconds": 0.0, "grads": {}, "hvps": {}, "params": {},
+           "init": init, "chance": 1.0 / n_way, "n_train": int(len(ytr)), "n_test": int(len(yte))}
+    methods = tuple(methods)
+    args = (methods, int(steps), int(k_support), float(lr), jnp.int32(0), init, idx, Xj, a32, d32)
+    t0 = time.perf_counter()
+    comp = _mnist1d_train.lower(*args).compile()
+    out["compile_seconds"] = time.perf_counter() - t0
+    for i, m in enumerate(methods):
+        t0 = time.perf_counter()
+        p, rel, cos = jax.block_until_ready(comp(jnp.int32(i), *args[5:]))
+        out["params"][m], out["grad_relerr"][m], out["grad_cos"][m] = p, np.asarray(rel), np.asarray(cos)
+        out["seconds_per_step"][m] = (time.perf_counter() - t0) / num_steps
+        out["grads"][m], out["hvps"][m] = mnist1d_cost(m, steps)
+    test_idx = jnp.asarray(nway_indices(np.random.default_rng([data_seed, 2]), yte, eval_episodes, n_way, k))
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), init, *[out["params"][m] for m in methods])
+    accs = np.asarray(_mnist1d_eval(stacked, jnp.asarray(Xte), test_idx, int(k_support), a32, int(steps)))
+    accs = accs.reshape(len(methods) + 1, len(seeds))
+    out["acc_init"] = accs[0]
+    out["acc"] = {m: accs[i + 1] for i, m in enumerate(methods)}
+    return out
+
+
+__all__ += ["MNIST1D_METHODS", "mnist1d_data", "nway_indices", "mnist1d_cost", "mnist1d_fewshot"]
