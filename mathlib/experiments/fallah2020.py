@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mathlib._fd import fd_hvp, hvp
+from mathlib._fits import fit_loglog_slope  # re-exported: the core's one definition of a slope
 from mathlib._validate import check_choice, check_int, check_positive
 
 __all__ = [
@@ -128,15 +129,6 @@ def _fd_sweep_program(loss, dtype, schemes):
         return tuple(out)
 
     return jax.jit(run)
-
-
-def fit_loglog_slope(x, y):
-    """Least-squares slope of ``log10 y`` against ``log10 x`` (points with y > 0 only)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = (x > 0) & (y > 0) & np.isfinite(y)
-    if keep.sum() < 2:
-        raise ValueError("fit_loglog_slope: need at least two positive points")
-    return float(np.polyfit(np.log10(x[keep]), np.log10(y[keep]), 1)[0])
 
 
 def best_delta(deltas, errors):

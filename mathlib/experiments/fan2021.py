@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 import mathlib as ml
+from mathlib._fits import fit_loglog_slope, mean_ci  # re-exported: the core's definitions
 from mathlib._validate import check_choice, check_int, check_positive
 
 __all__ = [
@@ -45,24 +46,6 @@ METHODS = ("maml", "fomaml", "sign_maml")
 ESTIMATORS = {"maml": ml.maml_grad, "fomaml": ml.fomaml_grad, "sign_maml": ml.sign_maml_grad}
 #: The inner map each method adapts with (also at test time).
 INNER = {"maml": ml.adapt_gd, "fomaml": ml.adapt_gd, "sign_maml": ml.adapt_sign}
-
-
-def fit_loglog_slope(x, y) -> float:
-    """Least-squares slope of ``log y`` against ``log x``."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
-
-
-def mean_ci(values, axis=0, level: float = 0.95):
-    r"""Mean and half-width of a Student-t confidence interval over seeds, $t_{n-1}\,s/\sqrt n$ (``ddof=1``).
-
-    ``level`` is the two-sided coverage (0.95: $t_{2}=4.30$ for $n=3$, against the normal 1.96).
-    """
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    n = v.shape[axis]
-    t = stats.t.ppf(0.5 + level / 2, n - 1)
-    return v.mean(axis), t * v.std(axis, ddof=1) / np.sqrt(n)
 
 
 # =============================================================================== claims 1-2
