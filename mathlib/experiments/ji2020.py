@@ -15,6 +15,7 @@ derivatives are exactly those of $N$ steps); :func:`masked_anil_grad` is checked
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
@@ -45,6 +46,21 @@ __all__ = [
     "time_meta_step",
     "mean_ci",
 ]
+
+
+# =============================================================================== one BLAS thread
+def _one_blas_thread():
+    """Context in which LAPACK (eigh, svd, solve: called by XLA on CPU through scipy's OpenBLAS) uses one thread.
+
+    On a loaded 2-core machine OpenBLAS's second thread spins against the other processes: we
+    measured a 181x181 ``eigvalsh`` 30x slower with two threads than with one. The calls here are
+    small, so one thread loses nothing on a quiet machine. No-op without ``threadpoolctl``.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 # =============================================================================== models and tasks
@@ -139,11 +155,12 @@ def jacobian_path(loss: ml.HeadLoss, params, batch, alpha, steps: int):
     """
     steps = check_int("jacobian_path", "steps", steps)
     batched = jnp.ndim(params["head"][0]["w"]) == 3  # (tasks, in, out) weights
-    if batched:
-        out = np.asarray(_jacobian_paths(loss, params, batch, alpha, steps))
-    else:
-        one = lambda t: jax.tree_util.tree_map(lambda x: x[None], t)  # noqa: E731
-        out = np.asarray(_jacobian_paths(loss, one(params), one(batch), alpha, steps))[0]
+    with _one_blas_thread():
+        if batched:
+            out = np.asarray(_jacobian_paths(loss, params, batch, alpha, steps))
+        else:
+            one = lambda t: jax.tree_util.tree_map(lambda x: x[None], t)  # noqa: E731
+            out = np.asarray(_jacobian_paths(loss, one(params), one(batch), alpha, steps))[0]
     return {k: out[..., j] for j, k in enumerate(("jac_norm", "lam_min", "lam_max", "loss"))}
 
 
@@ -159,8 +176,12 @@ def masked_adapt(loss: ml.HeadLoss, params, batch, alpha, n, n_max: int):
     gh = jax.grad(lambda h: loss.head_loss(h, feats))
 
     def step(h, t):
-        m = (t < n).astype(jax.tree_util.tree_leaves(h)[0].dtype)
-        return jax.tree_util.tree_map(lambda x, d: x - alpha * m * d, h, gh(h)), None
+        # lax.cond: where ``n`` is not batched (one N per compiled call, as in train_deterministic's
+        # map over configurations) the steps t >= N are skipped, forward and backward; under a vmap
+        # over N it becomes a select, the same identity.
+        h = jax.lax.cond(t < n, lambda x: jax.tree_util.tree_map(lambda a, d: a - alpha * d, x, gh(x)),
+                         lambda x: x, h)
+        return h, None
 
     head, _ = jax.lax.scan(step, params["head"], jnp.arange(n_max))
     return {"body": params["body"], "head": head}
@@ -239,7 +260,9 @@ def implicit_body_grad(loss: ml.HeadLoss, params, episode, newton_steps: int = 3
     Returns:
         ``(g_phi, h_star, grad_norm_at_h_star)``.
     """
-    return _implicit_body_grad(loss, params, episode, check_int("implicit_body_grad", "newton_steps", newton_steps))
+    newton_steps = check_int("implicit_body_grad", "newton_steps", newton_steps)
+    with _one_blas_thread():
+        return jax.block_until_ready(_implicit_body_grad(loss, params, episode, newton_steps))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -284,9 +307,8 @@ def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: i
     g_impl, h_star, res = implicit_body_grad(loss, params, episode)
     out = _errors_over_n(loss, params, episode, alpha, jnp.asarray(ns), n_max, g_impl)
     rel, head, gi_norm = (np.asarray(x) for x in out)
-    ev, seen = _spectrum_at(loss, params, episode, h_star)
-    seen = np.asarray(seen)
-    ev = np.asarray(ev)
+    with _one_blas_thread():
+        ev, seen = (np.asarray(x) for x in _spectrum_at(loss, params, episode, h_star))
     visible = seen > 1e-8 * seen.max()
     contraction = np.abs(1.0 - alpha * ev)
     return {"rel_err": rel, "head_norm": head,
@@ -345,10 +367,23 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
         _, rec = jax.lax.scan(step, p0, None, length=num_steps)
         return rec
 
-    runs = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, 0)))
-    out = runs(params0, jnp.asarray(alphas, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32),
-               jnp.asarray(ns, jnp.int32))
-    return dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"), (np.asarray(o) for o in out)))
+    # Configurations grouped by N: the groups one after the other (lax.map), the step sizes of a
+    # group, the initialisations and the tasks vmapped. N is then not batched inside a group, so
+    # masked_adapt's lax.cond skips the steps t >= N: a group costs N inner steps, not n_max (a vmap
+    # over every configuration would pay n_max for each). Groups are padded to equal size by
+    # repeating one of their configurations; the repeats are dropped.
+    ns_np = np.asarray(ns, dtype=int)
+    uniq = np.unique(ns_np)
+    groups = [np.flatnonzero(ns_np == u) for u in uniq]
+    idx = np.stack([np.resize(g, max(map(len, groups))) for g in groups])      # (groups, size)
+    dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    per_group = jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, None))
+    runs = jax.jit(lambda p, a, n: jax.lax.map(lambda an: per_group(p, *an), (a, n)))
+    grouped = runs(params0, jnp.asarray(np.asarray(alphas, float)[idx], dt), jnp.asarray(uniq, jnp.int32))
+    where = {int(c): (g, j) for g in range(idx.shape[0]) for j, c in reversed(list(enumerate(idx[g])))}
+    pick = np.array([where[c] for c in range(ns_np.size)])
+    out = [np.asarray(o)[pick[:, 0], pick[:, 1]] for o in grouped]
+    return dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"), out))
 
 
 # =============================================================================== claim 4
@@ -422,44 +457,57 @@ def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, k
             return (optax.apply_updates(p, upd), s), None
 
         def chunk(state, ks):
-            m = jnp.mean(evaluate(state[0]))
+            snapshot = state[0]
             state, _ = jax.lax.scan(step, state, ks)
-            return state, m
+            return state, snapshot
 
         ks = jax.random.split(k_train, n_evals * eval_every).reshape(n_evals, eval_every)
-        state, curve = jax.lax.scan(chunk, state, ks)
-        final = evaluate(state[0])
-        return jnp.append(curve, jnp.mean(final)), final
+        state, snaps = jax.lax.scan(chunk, state, ks)
+        return jax.tree_util.tree_map(lambda s, f: jnp.concatenate([s, f[None]]), snaps, state[0])
 
-    curves, per_task = jax.jit(jax.vmap(run))(keys)
-    return np.asarray(curves), np.asarray(per_task)
+    # Training returns the parameters at steps 0, eval_every, ..., num_steps; they are evaluated
+    # afterwards by one separately compiled function (inside the training program the evaluation was
+    # compiled twice, at the checkpoints and at the end), one snapshot at a time to bound memory.
+    snaps = jax.jit(jax.vmap(run))(keys)                                   # leaves (seeds, evals + 1, ...)
+    n_seeds = len(keys)
+    flat = jax.tree_util.tree_map(lambda x: x.reshape(n_seeds * (n_evals + 1), *x.shape[2:]), snaps)
+    scores = np.asarray(jax.jit(lambda f: jax.lax.map(evaluate, f))(flat)).reshape(n_seeds, n_evals + 1, -1)
+    return scores.mean(axis=-1), scores[:, -1]
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_step(method: str, kind: str, alpha, steps: int, activation: str):
+    """One jitted meta-step (meta-gradient over a batch + Adam update), compiled once per configuration."""
+    loss = ml.body_head_loss(kind, activation=activation)
+    est = _estimator(method, alpha, steps)
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def step(p, s, episodes):
+        g = ml.meta_gradient(est, loss, p, episodes)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s
+
+    return step, opt
 
 
 def time_meta_step(method: str, kind: str, params, episodes, *, alpha, steps: int, repeats: int = 20,
                    activation: str = "relu"):
     r"""Wall-clock seconds of one jitted meta-step (meta-gradient over the batch + Adam update).
 
-    Compiled first (not timed); then the **minimum** over ``repeats`` calls, each synchronised with
+    Compiled on the first call for a configuration (not timed; later calls with the same
+    configuration and shapes reuse it); then the **minimum** over ``repeats`` calls, each synchronised with
     ``block_until_ready``: on a shared machine other processes only ever add time, so the minimum
     estimates the uncontended cost (medians were dominated by contention in our runs). Compare
     ratios measured side by side. Claim 4.
     """
     repeats = check_int("time_meta_step", "repeats", repeats)
-    loss = ml.body_head_loss(kind, activation=activation)
-    est = _estimator(method, alpha, steps)
-    opt = optax.adam(1e-3)
-
-    @jax.jit
-    def step(p, s):
-        g = ml.meta_gradient(est, loss, p, episodes)
-        upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s
-
+    step, opt = _meta_step(method, kind, float(alpha), steps, activation)
     s = opt.init(params)
-    jax.block_until_ready(step(params, s))
+    jax.block_until_ready(step(params, s, episodes))  # compiles on the first call for these shapes
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(step(params, s))
+        jax.block_until_ready(step(params, s, episodes))
         ts.append(time.perf_counter() - t0)
     return float(np.min(ts))
