@@ -83,10 +83,11 @@ def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     assert -1.1 <= r["ji2020-conv-sc-rate-min"] <= r["ji2020-conv-sc-rate-median"] <= -0.8
 
 
-def test_claim2_nonconvex_not_slower_at_these_sizes(executed):
-    """Empirical claim (NC head), a disagreement with the paper's nonconvex statement at our sizes:
-    N = 16 reaches a lower meta-loss than N = 1 at the same alpha and at a 3x larger alpha, and with
-    alpha proportional to 1/N the final loss changes by less than 20 %; no run diverged."""
+def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
+    """Empirical claim (NC head) over the short quick-mode horizon only: N = 16 reaches a lower
+    meta-loss than N = 1 at the same alpha and at a 3x larger alpha, and with alpha proportional to
+    1/N the final loss changes by less than 20 %; no run diverged. Over the full run the direction
+    reverses (N = 1 ends lower, the paper's direction), as the chapter says; that is not tested."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-nc-diverged"] == 0
     assert r["ji2020-conv-nc-loss-fixed-ratio"] < 0.5
