@@ -27,6 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 import mathlib as ml
 from mathlib._validate import check_choice, check_int, check_nonnegative
+from mathlib._fits import fit_loglog_slope  # re-exported: the core's one definition of a slope
 
 __all__ = [
     "head_loss",
@@ -328,15 +329,6 @@ def fit_geometric_ratio(n, err, tail: int | None = None):
     if n.size < 2:
         raise ValueError("fit_geometric_ratio: need at least two positive points")
     return float(np.exp(np.polyfit(n, np.log(err), 1)[0]))
-
-
-def fit_loglog_slope(x, y):
-    """Least-squares slope of ``log10 y`` against ``log10 x`` (points with y > 0 only)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = (x > 0) & (y > 0) & np.isfinite(y)
-    if keep.sum() < 2:
-        raise ValueError("fit_loglog_slope: need at least two positive points")
-    return float(np.polyfit(np.log10(x[keep]), np.log10(y[keep]), 1)[0])
 
 
 # =============================================================================== claim 2
