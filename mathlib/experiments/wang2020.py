@@ -51,6 +51,11 @@ __all__ = [
 ]
 
 
+#: XLA options for the sweeps' programs, whose compilation costs far more than their run: LLVM
+#: optimisation level 0 compiles faster; the results agree with the default level to round-off.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
 def fit_loglog_slope(x, y):
     """Least-squares slope of ``log10 y`` against ``log10 x`` (positive finite points only)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -381,20 +386,34 @@ def width_sweep_two_layer(tasks, widths, seeds, alpha, steps, lr, max_width=None
     r"""For each width and seed: the value MAML reaches on the network (Adam, ``steps`` steps), the
     global minimum of the MAML objective of its linearisation at initialisation, the value of the
     linearisation after the same Adam run (``lin_run``), the final gradient norm and the relative movement $\norm{w-w_0}/\norm{w_0}$. One compilation for all widths and
-    seeds (masked units). Returns dict of arrays ``(n_seeds, n_widths)``. Claim 2
-    ({prf:ref}`wang2020-prop-linearised`).
+    seeds (masked units; the network runs, the linearisations and their minima in one program).
+    Returns dict of arrays ``(n_seeds, n_widths)``. Claim 2 ({prf:ref}`wang2020-prop-linearised`).
     """
+    steps = check_int("width_sweep_two_layer", "steps", steps)
     M = int(max_width or max(widths))
-    ps = [init_two_layer(jax.random.key(int(s)), M, int(m)) for s in seeds for m in widths]
-    P0 = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ps)
-    run = jax.vmap(lambda p: two_layer_maml_run(p, tasks, alpha, steps, lr))
-    _, v, gn, mv, curves = run(P0)
-    lin = np.array([linearised_maml_minimum(p, tasks, alpha) for p in ps])
-    lin_run = np.array([linearised_maml_adam(p, tasks, alpha, steps, lr) for p in ps])
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds for _ in widths])
+    ms = jnp.asarray([int(m) for _ in seeds for m in widths])
+    v, gn, mv, curves, lin, lin_run = (np.asarray(x) for x in _width_sweep(keys, ms, M, tasks, alpha, steps, lr))
     shape = (len(seeds), len(widths))
-    return dict(nn=np.asarray(v).reshape(shape), lin=lin.reshape(shape), lin_run=lin_run.reshape(shape),
-                grad=np.asarray(gn).reshape(shape),
-                move=np.asarray(mv).reshape(shape), curves=np.asarray(curves).reshape(*shape, -1))
+    return dict(nn=v.reshape(shape), lin=lin.reshape(shape), lin_run=lin_run.reshape(shape),
+                grad=gn.reshape(shape), move=mv.reshape(shape), curves=curves.reshape(*shape, -1))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 5))
+def _width_sweep(keys, ms, M, tasks, alpha, steps, lr):
+    def one(key, m):
+        p = init_two_layer(key, M, m)
+        _, v, gn, mv, curve = two_layer_maml_run(p, tasks, alpha, steps, lr)
+        # the linearisation at w_0: least squares with the NTK features (as linearised_maml_minimum/_adam)
+        PS, PQ = ntk_features(p, tasks["xs"]), ntk_features(p, tasks["xq"])
+        yS = tasks["ys"] - two_layer_apply(p, tasks["xs"])
+        yQ = tasks["yq"] - two_layer_apply(p, tasks["xq"])
+        A, bb = linear_maml_system(PS, yS, PQ, yQ, alpha)
+        AA, b1 = A.reshape(-1, A.shape[-1]), bb.reshape(-1)
+        w, *_ = jnp.linalg.lstsq(AA, b1)
+        return v, gn, mv, curve, 0.5 * jnp.mean((AA @ w - b1) ** 2), _lin_adam(A, bb, steps, lr)
+
+    return jax.vmap(one)(keys, ms)
 
 
 # =============================================================================== claims 3, 4
@@ -495,21 +514,32 @@ def rl_radius_sweep(mdps, alpha, radii, n_inits, steps, beta, key, *, points_per
     S, A = mdps.r.shape[-2:]
     grid = centred_grid(S, A, points_per_axis, mdps.r.dtype)
     th_rand = _random_in_ball(key, n_inits, S, A, init_radius, mdps.r.dtype)
+    steps = check_int("rl_radius_sweep", "steps", steps)
+    # every radius in one compiled program (radius traced): grid search, refinement and random starts
+    F_grid, T, V, PG = (np.asarray(x) for x in _radius_sweep(grid, jnp.asarray(radii, grid.dtype), th_rand, mdps,
+                                                             int(n_refine), alpha, steps, beta))
     res = []
-    for R in radii:
+    for j, R in enumerate(radii):
+        Fs = float(max(V[j].max(), F_grid[j]))
+        gaps = Fs - V[j, :n_inits]
+        norms = np.linalg.norm(T[j].reshape(T.shape[1], -1), axis=1)[:n_inits]
+        res.append(dict(radius=float(R), F_star=Fs, F_grid=float(F_grid[j]), gaps=gaps,
+                        pg=PG[j, :n_inits], pg_star=float(PG[j, int(np.argmax(V[j]))]),
+                        on_sphere=norms > R * (1 - 1e-6), reached=float(np.mean(gaps <= tol)),
+                        thetas=T[j, :n_inits]))
+    return res
+
+
+@functools.partial(jax.jit, static_argnums=(4, 6), compiler_options=_FAST_COMPILE)
+def _radius_sweep(grid, radii, th_rand, mdps, n_refine, alpha, steps, beta):
+    def one(R):
         vals = _grid_values(R * grid, mdps, alpha)
         top = (R * grid)[jnp.argsort(-vals)[:n_refine]]
         th0 = jnp.concatenate([jax.vmap(lambda t: project_ball(t, R))(th_rand), top])
-        T, V, PG = rl_projected_ascent(th0, mdps, alpha, R, steps, beta)
-        V = np.asarray(V)
-        Fs = float(max(V.max(), float(jnp.max(vals))))
-        gaps = Fs - V[:n_inits]
-        norms = np.asarray(jnp.linalg.norm(T.reshape(T.shape[0], -1), axis=1))[:n_inits]
-        res.append(dict(radius=float(R), F_star=Fs, F_grid=float(jnp.max(vals)), gaps=gaps,
-                        pg=np.asarray(PG)[:n_inits], pg_star=float(np.asarray(PG)[int(np.argmax(V))]),
-                        on_sphere=norms > R * (1 - 1e-6), reached=float(np.mean(gaps <= tol)),
-                        thetas=np.asarray(T)[:n_inits]))
-    return res
+        T, V, PG = jax.vmap(_rl_ascent, in_axes=(0, None, None, None, None, None))(th0, mdps, alpha, R, steps, beta)
+        return jnp.max(vals), T, V, PG
+
+    return jax.vmap(one)(radii)
 
 
 def mdp_family(key, num_tasks, S, A, *, start_mass, sharpness, spread=0.5, gamma=0.9, family_seed=0):
@@ -582,21 +612,36 @@ def concentrability_sweep(families, alpha, radius, n_inits, steps, beta, key, in
     over tasks, the mean gap $J_i^\star-J_i(\pi_i)$ of the adapted policies, the mean and largest
     $C_i$, the mean bound of {prf:ref}`wang2020-lem-pdl-bound`, the worst PDL identity error and
     the smallest bound/gap ratio. Claim 4."""
-    rows = []
+    steps = check_int("concentrability_sweep", "steps", steps)
+    fams, th0s = [], []
     for j, fam in enumerate(families):
         fam = dict(fam)
         mdps = mdp_family(jax.random.key(fam.pop("seed")), **fam)
         S, A = mdps.r.shape[-2:]
-        th0 = _random_in_ball(jax.random.fold_in(key, j), n_inits, S, A, min(init_radius, radius), mdps.r.dtype)
-        T, V, PG = rl_projected_ascent(th0, mdps, alpha, radius, steps, beta)
-        k = int(jnp.argmax(V))
-        dg = adapted_policy_diagnostics(T[k], mdps, alpha)
-        rows.append(dict(gap=float(dg["gap"].mean()), C=float(dg["C"].mean()), C_max=float(dg["C"].max()),
-                         bound=float(dg["bound"].mean()),
-                         pdl_err=float(np.max(np.abs(dg["gap"] - dg["pdl"]))),
-                         bound_ratio_min=float(np.min(dg["bound"] / np.maximum(dg["gap"], 1e-300))),
-                         pg=float(PG[k]), F=float(V[k])))
+        fams.append(mdps)
+        th0s.append(_random_in_ball(jax.random.fold_in(key, j), n_inits, S, A, min(init_radius, radius), mdps.r.dtype))
+    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+    # every family in one compiled program (the families share their shapes)
+    out = _concentrability(stack(th0s), stack(fams), alpha, radius, steps, beta)
+    gap, pdl, C, bound, pg, F = (np.asarray(x) for x in out)
+    rows = []
+    for j in range(len(families)):
+        rows.append(dict(gap=float(gap[j].mean()), C=float(C[j].mean()), C_max=float(C[j].max()),
+                         bound=float(bound[j].mean()),
+                         pdl_err=float(np.max(np.abs(gap[j] - pdl[j]))),
+                         bound_ratio_min=float(np.min(bound[j] / np.maximum(gap[j], 1e-300))),
+                         pg=float(pg[j]), F=float(F[j])))
     return rows
+
+
+@functools.partial(jax.jit, static_argnums=(4,), compiler_options=_FAST_COMPILE)
+def _concentrability(th0s, fams, alpha, radius, steps, beta):
+    def one(th0, mdps):
+        T, V, PG = jax.vmap(_rl_ascent, in_axes=(0, None, None, None, None, None))(th0, mdps, alpha, radius, steps, beta)
+        k = jnp.argmax(V)
+        return (*_adapted_diag(T[k], mdps, alpha), PG[k], V[k])
+
+    return jax.vmap(one)(th0s, fams)
 
 
 # =============================================================================== claim 5
