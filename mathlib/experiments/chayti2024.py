@@ -101,7 +101,6 @@ def task_smoothness_scan(tasks, loss, alpha, points):
     def Fi(w, t):
         return loss(w - alpha * g(w, t), t)
 
-    @functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
     def at(w):
         H = jax.vmap(lambda t: jax.hessian(Fi)(w, t))(tasks)
         H = 0.5 * (H + jnp.swapaxes(H, -1, -2))
@@ -111,7 +110,8 @@ def task_smoothness_scan(tasks, loss, alpha, points):
         Hb = jnp.mean(H, axis=0)
         return hn, gn, jnp.max(jnp.abs(jnp.linalg.eigvalsh(Hb))), jnp.linalg.norm(jnp.mean(G, axis=0)), jnp.mean(gn)
 
-    hn, gn, h, gr, mg = (np.asarray(x) for x in jax.lax.map(at, jnp.asarray(points)))
+    scan = jax.jit(lambda P: jax.lax.map(at, P), compiler_options=_FAST_COMPILE)  # one program for all points
+    hn, gn, h, gr, mg = (np.asarray(x) for x in scan(jnp.asarray(points)))
     return {"task_hess": hn, "task_grad": gn, "hess": h, "grad": gr, "mean_task_grad": mg}
 
 
