@@ -54,8 +54,8 @@ __all__ = [
 ]
 
 
-#: XLA options of the sweeps' programs, whose compilation costs far more than their run: LLVM
-#: optimisation level 0 compiles faster; results agree with the default level to round-off.
+#: XLA options of :func:`jit_sample`'s small programs, whose compilation costs far more than their
+#: run: LLVM optimisation level 0 compiles faster; results agree with the default level to round-off.
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
@@ -101,6 +101,7 @@ def task_smoothness_scan(tasks, loss, alpha, points):
     def Fi(w, t):
         return loss(w - alpha * g(w, t), t)
 
+    @jax.jit
     def at(w):
         H = jax.vmap(lambda t: jax.hessian(Fi)(w, t))(tasks)
         H = 0.5 * (H + jnp.swapaxes(H, -1, -2))
@@ -110,8 +111,7 @@ def task_smoothness_scan(tasks, loss, alpha, points):
         Hb = jnp.mean(H, axis=0)
         return hn, gn, jnp.max(jnp.abs(jnp.linalg.eigvalsh(Hb))), jnp.linalg.norm(jnp.mean(G, axis=0)), jnp.mean(gn)
 
-    scan = jax.jit(lambda P: jax.lax.map(at, P), compiler_options=_FAST_COMPILE)  # one program for all points
-    hn, gn, h, gr, mg = (np.asarray(x) for x in scan(jnp.asarray(points)))
+    hn, gn, h, gr, mg = (np.asarray(x) for x in jax.lax.map(at, jnp.asarray(points)))
     return {"task_hess": hn, "task_grad": gn, "hess": h, "grad": gr, "mean_task_grad": mg}
 
 
@@ -422,7 +422,7 @@ def deterministic_suites(loss, tasks, alpha, beta, steps_list, deltas, num_steps
         return norms, jnp.concatenate(fpg), jnp.concatenate(res)
 
     Ks = jnp.asarray(steps_list)
-    norms, fpg, resid = (np.asarray(x) for x in jax.jit(jax.vmap(run, in_axes=(0, None)), compiler_options=_FAST_COMPILE)(Ks, jnp.asarray(w0)))
+    norms, fpg, resid = (np.asarray(x) for x in jax.jit(jax.vmap(run, in_axes=(0, None)))(Ks, jnp.asarray(w0)))
     names = list(plain) + [f"forward-{float(d):g}" for d in deltas] + [f"central-{float(d):g}" for d in deltas]
     return {K: {n: {"norms": norms[i, :, j], "floor": float(plateau(norms[i, :, j])),
                     "fixed_point_grad": float(fpg[i, j]), "residual": float(resid[i, j])} for j, n in enumerate(names)}
@@ -473,7 +473,7 @@ def noisy_estimator_error(loss, w, task, alpha, hs, eps, scheme, num_draws: int,
                                    jnp.asarray(eps, w.dtype), jnp.asarray(hs, w.dtype), key))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2), compiler_options=_FAST_COMPILE)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _noisy_error(loss, scheme, num_draws, w, task, alpha, eps, hs, key):
     g = jax.grad(loss)
     U = lambda x: x - alpha * g(x, task)  # noqa: E731
@@ -643,8 +643,7 @@ def optimizer_sweep(loss, pools, alpha, runs, w0s, *, num_steps: int, batch_size
         return norms, carry[3]
 
     keys = jax.random.split(key, w0s.shape[0])
-    f = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, None, None, None, 0, 0)), in_axes=(0, 0, 0, 0, None, None)),
-                compiler_options=_FAST_COMPILE)
+    f = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, None, None, None, 0, 0)), in_axes=(0, 0, 0, 0, None, None)))
     norms, dead = f(jnp.asarray(cfg_pool), jnp.asarray(cfg_base), jnp.asarray(cfg_fallah), jnp.asarray(cfg_lr, dtype),
                     jnp.asarray(w0s), keys)
     norms, dead = np.asarray(norms), np.asarray(dead)

@@ -52,9 +52,17 @@ __all__ = [
 ]
 
 
-#: XLA options for the sweeps' programs, whose compilation costs far more than their run: LLVM
-#: optimisation level 0 compiles faster; the results agree with the default level to round-off.
+#: XLA options for the sweeps' programs when their compilation costs more than their run (quick
+#: mode): LLVM optimisation level 0 compiles about twice as fast but runs slower; the results agree
+#: with the default level to round-off. :func:`_jit_by_size` picks it below a work threshold.
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
+_FAST_COMPILE_MAX_WORK = 200_000  # ascent runs x steps: above this the run dominates, keep the default level
+
+
+def _jit_by_size(fn, static_argnums):
+    fast = jax.jit(fn, static_argnums=static_argnums, compiler_options=_FAST_COMPILE)
+    full = jax.jit(fn, static_argnums=static_argnums)
+    return lambda work, *args: (fast if work <= _FAST_COMPILE_MAX_WORK else full)(*args)
 
 
 @functools.lru_cache(maxsize=None)
@@ -529,7 +537,8 @@ def rl_radius_sweep(mdps, alpha, radii, n_inits, steps, beta, key, *, points_per
     th_rand = _random_in_ball(key, n_inits, S, A, init_radius, mdps.r.dtype)
     steps = check_int("rl_radius_sweep", "steps", steps)
     # every radius in one compiled program (radius traced): grid search, refinement and random starts
-    F_grid, T, V, PG = (np.asarray(x) for x in _radius_sweep(grid, jnp.asarray(radii, grid.dtype), th_rand, mdps,
+    work = len(radii) * (n_inits + int(n_refine)) * steps
+    F_grid, T, V, PG = (np.asarray(x) for x in _radius_sweep(work, grid, jnp.asarray(radii, grid.dtype), th_rand, mdps,
                                                              int(n_refine), alpha, steps, beta))
     res = []
     for j, R in enumerate(radii):
@@ -543,8 +552,7 @@ def rl_radius_sweep(mdps, alpha, radii, n_inits, steps, beta, key, *, points_per
     return res
 
 
-@functools.partial(jax.jit, static_argnums=(4, 6), compiler_options=_FAST_COMPILE)
-def _radius_sweep(grid, radii, th_rand, mdps, n_refine, alpha, steps, beta):
+def _radius_sweep_fn(grid, radii, th_rand, mdps, n_refine, alpha, steps, beta):
     def one(R):
         vals = _grid_values(R * grid, mdps, alpha)
         top = (R * grid)[jnp.argsort(-vals)[:n_refine]]
@@ -553,6 +561,9 @@ def _radius_sweep(grid, radii, th_rand, mdps, n_refine, alpha, steps, beta):
         return jnp.max(vals), T, V, PG
 
     return jax.vmap(one)(radii)
+
+
+_radius_sweep = _jit_by_size(_radius_sweep_fn, (4, 6))
 
 
 def mdp_family(key, num_tasks, S, A, *, start_mass, sharpness, spread=0.5, gamma=0.9, family_seed=0):
@@ -635,7 +646,7 @@ def concentrability_sweep(families, alpha, radius, n_inits, steps, beta, key, in
         th0s.append(_random_in_ball(jax.random.fold_in(key, j), n_inits, S, A, min(init_radius, radius), mdps.r.dtype))
     stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
     # every family in one compiled program (the families share their shapes)
-    out = _concentrability(stack(th0s), stack(fams), alpha, radius, steps, beta)
+    out = _concentrability(len(families) * n_inits * steps, stack(th0s), stack(fams), alpha, radius, steps, beta)
     gap, pdl, C, bound, pg, F = (np.asarray(x) for x in out)
     rows = []
     for j in range(len(families)):
@@ -647,14 +658,16 @@ def concentrability_sweep(families, alpha, radius, n_inits, steps, beta, key, in
     return rows
 
 
-@functools.partial(jax.jit, static_argnums=(4,), compiler_options=_FAST_COMPILE)
-def _concentrability(th0s, fams, alpha, radius, steps, beta):
+def _concentrability_fn(th0s, fams, alpha, radius, steps, beta):
     def one(th0, mdps):
         T, V, PG = jax.vmap(_rl_ascent, in_axes=(0, None, None, None, None, None))(th0, mdps, alpha, radius, steps, beta)
         k = jnp.argmax(V)
         return (*_adapted_diag(T[k], mdps, alpha), PG[k], V[k])
 
     return jax.vmap(one)(th0s, fams)
+
+
+_concentrability = _jit_by_size(_concentrability_fn, (4,))
 
 
 # =============================================================================== claim 5
