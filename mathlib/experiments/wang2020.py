@@ -52,17 +52,9 @@ __all__ = [
 ]
 
 
-#: XLA options for the sweeps' programs when their compilation costs more than their run (quick
-#: mode): LLVM optimisation level 0 compiles about twice as fast but runs slower; the results agree
-#: with the default level to round-off. :func:`_jit_by_size` picks it below a work threshold.
+#: XLA options of :func:`jit_sample`'s small programs, whose compilation costs far more than their
+#: run: LLVM optimisation level 0 compiles faster; results agree with the default level to round-off.
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
-_FAST_COMPILE_MAX_WORK = 200_000  # ascent runs x steps: above this the run dominates, keep the default level
-
-
-def _jit_by_size(fn, static_argnums):
-    fast = jax.jit(fn, static_argnums=static_argnums, compiler_options=_FAST_COMPILE)
-    full = jax.jit(fn, static_argnums=static_argnums)
-    return lambda work, *args: (fast if work <= _FAST_COMPILE_MAX_WORK else full)(*args)
 
 
 @functools.lru_cache(maxsize=None)
@@ -535,35 +527,21 @@ def rl_radius_sweep(mdps, alpha, radii, n_inits, steps, beta, key, *, points_per
     S, A = mdps.r.shape[-2:]
     grid = centred_grid(S, A, points_per_axis, mdps.r.dtype)
     th_rand = _random_in_ball(key, n_inits, S, A, init_radius, mdps.r.dtype)
-    steps = check_int("rl_radius_sweep", "steps", steps)
-    # every radius in one compiled program (radius traced): grid search, refinement and random starts
-    work = len(radii) * (n_inits + int(n_refine)) * steps
-    F_grid, T, V, PG = (np.asarray(x) for x in _radius_sweep(work, grid, jnp.asarray(radii, grid.dtype), th_rand, mdps,
-                                                             int(n_refine), alpha, steps, beta))
     res = []
-    for j, R in enumerate(radii):
-        Fs = float(max(V[j].max(), F_grid[j]))
-        gaps = Fs - V[j, :n_inits]
-        norms = np.linalg.norm(T[j].reshape(T.shape[1], -1), axis=1)[:n_inits]
-        res.append(dict(radius=float(R), F_star=Fs, F_grid=float(F_grid[j]), gaps=gaps,
-                        pg=PG[j, :n_inits], pg_star=float(PG[j, int(np.argmax(V[j]))]),
-                        on_sphere=norms > R * (1 - 1e-6), reached=float(np.mean(gaps <= tol)),
-                        thetas=T[j, :n_inits]))
-    return res
-
-
-def _radius_sweep_fn(grid, radii, th_rand, mdps, n_refine, alpha, steps, beta):
-    def one(R):
+    for R in radii:
         vals = _grid_values(R * grid, mdps, alpha)
         top = (R * grid)[jnp.argsort(-vals)[:n_refine]]
         th0 = jnp.concatenate([jax.vmap(lambda t: project_ball(t, R))(th_rand), top])
-        T, V, PG = jax.vmap(_rl_ascent, in_axes=(0, None, None, None, None, None))(th0, mdps, alpha, R, steps, beta)
-        return jnp.max(vals), T, V, PG
-
-    return jax.vmap(one)(radii)
-
-
-_radius_sweep = _jit_by_size(_radius_sweep_fn, (4, 6))
+        T, V, PG = rl_projected_ascent(th0, mdps, alpha, R, steps, beta)
+        V = np.asarray(V)
+        Fs = float(max(V.max(), float(jnp.max(vals))))
+        gaps = Fs - V[:n_inits]
+        norms = np.asarray(jnp.linalg.norm(T.reshape(T.shape[0], -1), axis=1))[:n_inits]
+        res.append(dict(radius=float(R), F_star=Fs, F_grid=float(jnp.max(vals)), gaps=gaps,
+                        pg=np.asarray(PG)[:n_inits], pg_star=float(np.asarray(PG)[int(np.argmax(V))]),
+                        on_sphere=norms > R * (1 - 1e-6), reached=float(np.mean(gaps <= tol)),
+                        thetas=np.asarray(T)[:n_inits]))
+    return res
 
 
 def mdp_family(key, num_tasks, S, A, *, start_mass, sharpness, spread=0.5, gamma=0.9, family_seed=0):
@@ -574,8 +552,8 @@ def mdp_family(key, num_tasks, S, A, *, start_mass, sharpness, spread=0.5, gamma
     $P[s,a,\cdot]\propto P_{\rm base}[s,a,\cdot]^{\,\text{sharpness}}$ (sharper transitions visit fewer
     states). Claim 4.
     """
-    mdps = jit_sample(ml.sample_mdp_tasks, key, num_tasks, S, A, spread=spread, gamma=gamma, family_seed=family_seed,
-                      dtype=jnp.float64)
+    mdps = ml.sample_mdp_tasks(key, num_tasks, S, A, spread=spread, gamma=gamma, family_seed=family_seed,
+                               dtype=jnp.float64)
     P = mdps.P ** sharpness
     P = P / jnp.sum(P, -1, keepdims=True)
     mu0 = (1 - start_mass) / S + start_mass * jnp.eye(S, dtype=P.dtype)[0]
@@ -636,38 +614,21 @@ def concentrability_sweep(families, alpha, radius, n_inits, steps, beta, key, in
     over tasks, the mean gap $J_i^\star-J_i(\pi_i)$ of the adapted policies, the mean and largest
     $C_i$, the mean bound of {prf:ref}`wang2020-lem-pdl-bound`, the worst PDL identity error and
     the smallest bound/gap ratio. Claim 4."""
-    steps = check_int("concentrability_sweep", "steps", steps)
-    fams, th0s = [], []
+    rows = []
     for j, fam in enumerate(families):
         fam = dict(fam)
         mdps = mdp_family(jax.random.key(fam.pop("seed")), **fam)
         S, A = mdps.r.shape[-2:]
-        fams.append(mdps)
-        th0s.append(_random_in_ball(jax.random.fold_in(key, j), n_inits, S, A, min(init_radius, radius), mdps.r.dtype))
-    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-    # every family in one compiled program (the families share their shapes)
-    out = _concentrability(len(families) * n_inits * steps, stack(th0s), stack(fams), alpha, radius, steps, beta)
-    gap, pdl, C, bound, pg, F = (np.asarray(x) for x in out)
-    rows = []
-    for j in range(len(families)):
-        rows.append(dict(gap=float(gap[j].mean()), C=float(C[j].mean()), C_max=float(C[j].max()),
-                         bound=float(bound[j].mean()),
-                         pdl_err=float(np.max(np.abs(gap[j] - pdl[j]))),
-                         bound_ratio_min=float(np.min(bound[j] / np.maximum(gap[j], 1e-300))),
-                         pg=float(pg[j]), F=float(F[j])))
+        th0 = _random_in_ball(jax.random.fold_in(key, j), n_inits, S, A, min(init_radius, radius), mdps.r.dtype)
+        T, V, PG = rl_projected_ascent(th0, mdps, alpha, radius, steps, beta)
+        k = int(jnp.argmax(V))
+        dg = adapted_policy_diagnostics(T[k], mdps, alpha)
+        rows.append(dict(gap=float(dg["gap"].mean()), C=float(dg["C"].mean()), C_max=float(dg["C"].max()),
+                         bound=float(dg["bound"].mean()),
+                         pdl_err=float(np.max(np.abs(dg["gap"] - dg["pdl"]))),
+                         bound_ratio_min=float(np.min(dg["bound"] / np.maximum(dg["gap"], 1e-300))),
+                         pg=float(PG[k]), F=float(V[k])))
     return rows
-
-
-def _concentrability_fn(th0s, fams, alpha, radius, steps, beta):
-    def one(th0, mdps):
-        T, V, PG = jax.vmap(_rl_ascent, in_axes=(0, None, None, None, None, None))(th0, mdps, alpha, radius, steps, beta)
-        k = jnp.argmax(V)
-        return (*_adapted_diag(T[k], mdps, alpha), PG[k], V[k])
-
-    return jax.vmap(one)(th0s, fams)
-
-
-_concentrability = _jit_by_size(_concentrability_fn, (4,))
 
 
 # =============================================================================== claim 5
