@@ -618,3 +618,25 @@ def test_content_hash_follows_only_the_drivers_a_notebook_imports(tmp_path):
     (tmp_path / "mathlib" / "_core.py").write_text("x = 2\n")
     h2 = hashes()
     assert all(h2[k] != h1[k] for k in nbs)
+
+
+# --------------------------------------------------------------------------- accessibility
+def test_every_figure_has_alt_text_in_its_notebook_and_on_its_page():
+    """Every save_figure call passes alt=..., and every {figure} of a generated figure has :alt:."""
+    missing_nb, missing_page = [], []
+    for path in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code" or "save_figure(" not in cell.source:
+                continue
+            for call in cell.source.split("save_figure(")[1:]:
+                if "alt=" not in call.split("save_figure(")[0]:
+                    missing_nb.append(path.relative_to(ROOT).as_posix())
+    for page in sorted((ROOT / "book").rglob("*.md")):
+        if "_generated" in page.parts:
+            continue
+        for block in re.findall(r"```\{figure\} /book/_generated/figures/[^\n]+\n((?::[^\n]*\n)*)", page.read_text()):
+            if ":alt:" not in block:
+                missing_page.append(page.relative_to(ROOT).as_posix())
+    assert not missing_nb, f"save_figure without alt= in {sorted(set(missing_nb))}"
+    assert not missing_page, f"{{figure}} without :alt: in {sorted(set(missing_page))}"

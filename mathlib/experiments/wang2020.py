@@ -18,6 +18,7 @@ import numpy as np
 
 import mathlib as ml
 from mathlib._validate import check_int, check_positive
+from mathlib._fits import fit_loglog_slope  # re-exported: the core's one definition of a slope
 
 __all__ = [
     "jit_sample",
@@ -67,15 +68,6 @@ def jit_sample(fn, key, *args, **kw):
     compiled as one program, cached per ``(fn, args, kw)`` (hashable). The same draws as the eager call
     up to round-off, at a fraction of its cost (eager JAX compiles every operation separately)."""
     return _compiled_sampler(fn, tuple(args), tuple(sorted(kw.items())))(key)
-
-
-def fit_loglog_slope(x, y):
-    """Least-squares slope of ``log10 y`` against ``log10 x`` (positive finite points only)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = (x > 0) & (y > 0) & np.isfinite(y)
-    if keep.sum() < 2:
-        raise ValueError("fit_loglog_slope: need at least two positive points")
-    return float(np.polyfit(np.log10(x[keep]), np.log10(y[keep]), 1)[0])
 
 
 # =============================================================================== claim 1
