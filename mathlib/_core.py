@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +30,7 @@ __all__ = [
     "tree_zeros_like",
     "tree_all_finite",
     "num_tasks",
+    "jit_sample",
 ]
 
 
@@ -139,3 +141,29 @@ def num_tasks(batched) -> int:
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"num_tasks: argument 'batched' must have one common leading task axis, got sizes {sizes}")
     return sizes.pop()
+
+
+#: XLA options of :func:`jit_sample`'s small programs, whose compilation costs far more than their
+#: run: LLVM optimisation level 0 compiles faster; results agree with the default level to round-off.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_sampler(fn, args, kw):
+    return jax.jit(lambda key: fn(key, *args, **dict(kw)), compiler_options=_FAST_COMPILE)
+
+
+def jit_sample(fn: Callable, key: jax.Array, *args, **kw):
+    r"""``fn(key, *args, **kw)`` for a ``mathlib`` sampler (e.g. :func:`mathlib.sample_quadratic_tasks`),
+    compiled as one program and cached per ``(fn, args, kw)``.
+
+    Eager JAX compiles every operation of a sampler separately; one compiled program gives the same
+    draws up to round-off at a fraction of the cost. ``args`` and ``kw`` are static (hashable:
+    sizes, dtypes, ranges); only ``key`` is traced, so a new key reuses the compiled program.
+    """
+    try:
+        return _compiled_sampler(fn, tuple(args), tuple(sorted(kw.items())))(key)
+    except TypeError as err:
+        if "unhashable" in str(err):
+            raise TypeError(f"jit_sample: arguments after 'key' must be hashable (sizes, dtypes, tuples), got {args!r}, {kw!r}") from err
+        raise

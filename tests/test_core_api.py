@@ -216,3 +216,21 @@ def test_api_reference_page_lists_every_public_name():
     spec.loader.exec_module(mod)
     out = mod.convert("cost $K+1$ and\n$$F(w)=f(U)\n + 1$$ see {prf:ref}`a-b`.")
     assert out == "cost \\ :math:`K+1`\\  and\n\\ :math:`\\displaystyle F(w)=f(U) + 1`\\  see :prf:ref:`a-b`."
+
+
+def test_jit_sample_is_the_eager_sampler_compiled_once():
+    """jit_sample gives the eager sampler's draws (to round-off) and compiles once per static args."""
+    import numpy as np
+
+    key = jax.random.key(4)
+    eager = ml.sample_quadratic_tasks(key, 5, 3)
+    fast = ml.jit_sample(ml.sample_quadratic_tasks, key, 5, 3)
+    np.testing.assert_allclose(np.asarray(fast.A), np.asarray(eager.A), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(fast.b), np.asarray(eager.b), rtol=1e-12, atol=1e-12)
+    from mathlib._core import _compiled_sampler
+
+    before = _compiled_sampler.cache_info().misses
+    ml.jit_sample(ml.sample_quadratic_tasks, jax.random.key(5), 5, 3)
+    assert _compiled_sampler.cache_info().misses == before  # a new key reuses the program
+    with pytest.raises(TypeError, match="jit_sample: arguments after 'key' must be hashable"):
+        ml.jit_sample(ml.sample_quadratic_tasks, key, 5, 3, eig_range=[0.1, 1.0])

@@ -53,21 +53,7 @@ __all__ = [
 ]
 
 
-#: XLA options of :func:`jit_sample`'s small programs, whose compilation costs far more than their
-#: run: LLVM optimisation level 0 compiles faster; results agree with the default level to round-off.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_sampler(fn, args, kw):
-    return jax.jit(lambda key: fn(key, *args, **dict(kw)), compiler_options=_FAST_COMPILE)
-
-
-def jit_sample(fn, key, *args, **kw):
-    r"""``fn(key, *args, **kw)`` for a ``mathlib`` sampler (e.g. :func:`mathlib.sample_cosine_tasks`)
-    compiled as one program, cached per ``(fn, args, kw)`` (hashable). The same draws as the eager call
-    up to round-off, at a fraction of its cost (eager JAX compiles every operation separately)."""
-    return _compiled_sampler(fn, tuple(args), tuple(sorted(kw.items())))(key)
+from mathlib._core import jit_sample  # noqa: E402  (re-exported: the core's compiled-sampler helper)
 
 
 # =============================================================================== claim 1
