@@ -678,7 +678,8 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
     optimiser is Adam (:func:`mathlib.outer_optimizer`). Every ``eval_every`` steps the
     post-adaptation loss (one inner step of size ``alpha`` on 10 support points, MSE on a 100-point
     grid) is averaged over the fixed evaluation tasks of :func:`mathlib.sinusoid_eval_set`.
-    One compiled program per method covers all seeds (``jax.vmap`` over ``keys``). The default
+    All seeds share one compiled program (``jax.vmap`` over ``keys``); the run is
+    :func:`sinusoid_runs_series` with one series. The default
     ``activation="tanh"`` keeps the loss smooth, as the theory assumes: with ReLU the gradient jumps
     across kinks and a finite difference of gradients is not a Hessian-vector product. Claim 6.
 
@@ -686,60 +687,15 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
         numpy array (len(keys), num_steps // eval_every + 1) of evaluation losses, the first
         column at initialisation.
     """
-    from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
-    import optax
-
-    from mathlib._estimators import make_estimator, meta_gradient
-    from mathlib._inner import adapt_gd
-    from mathlib._models import init_mlp
-    from mathlib._models import mlp_mse_loss as _mlp_mse_loss
-    from mathlib._outer import outer_optimizer
-
     fn = "sinusoid_runs"
     check_choice(fn, "method", method, ("maml", "fomaml", "hf_maml"))
-    num_steps = check_int(fn, "num_steps", num_steps)
-    eval_every = check_int(fn, "eval_every", eval_every)
-    if num_steps % eval_every:
-        raise ValueError(f"{fn}: argument 'eval_every' must divide num_steps={num_steps}, got {eval_every}")
-    hyper = {"delta": delta, "delta_rule": "per_task"} if method == "hf_maml" else {}
-    est = make_estimator(method, alpha=alpha, **hyper)
-    opt = outer_optimizer("adam", lr)
-    eval_ep, _ = sinusoid_eval_set(eval_tasks, 10, 100)
-    sizes = (1, *hidden, 1)
-
-    def mlp_mse_loss(p, batch):
-        return _mlp_mse_loss(p, batch, activation=activation)
-
-    def post_adapt(params):
-        def one(sup, qry):
-            return mlp_mse_loss(adapt_gd(mlp_mse_loss, params, sup, alpha, 1), qry)
-
-        return jnp.mean(jax.vmap(one)(eval_ep.support, eval_ep.query))
-
-    def run(key):
-        k_init, k_train = jax.random.split(key)
-        params = init_mlp(k_init, sizes, activation=activation)
-        state = (params, opt.init(params))
-
-        def step(state, k):
-            p, s = state
-            ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
-            g = meta_gradient(est, mlp_mse_loss, p, ep)
-            upd, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, upd), s), None
-
-        def chunk(state, ks):
-            state, _ = jax.lax.scan(step, state, ks)
-            return state, post_adapt(state[0])
-
-        ks = jax.random.split(k_train, num_steps).reshape(num_steps // eval_every, eval_every)
-        _, losses = jax.lax.scan(chunk, state, ks)
-        return jnp.concatenate([post_adapt(params)[None], losses])
-
-    out = np.asarray(jax.jit(jax.vmap(run))(keys))
-    if not np.all(np.isfinite(out)):
-        raise FloatingPointError(f"{fn}: {method} produced a non-finite evaluation loss (the run diverged)")
-    return out
+    try:
+        return sinusoid_runs_series({method: (method, k_hessian, delta)}, keys, num_steps=num_steps,
+                                    eval_every=eval_every, alpha=alpha, lr=lr, num_tasks=num_tasks,
+                                    k_shot=k_shot, hidden=hidden, eval_tasks=eval_tasks,
+                                    activation=activation)[method]
+    except (ValueError, FloatingPointError) as err:  # name this function, not the series helper
+        raise type(err)(str(err).replace("sinusoid_runs_series", fn)) from None
 
 
 def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int, alpha: float = 0.01,
