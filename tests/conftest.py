@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def book_root(repo_root) -> Path:
 # --------------------------------------------------------------------------- notebook execution
 # The notebooks (2 workers) start in the background as soon as the tests are collected, and the
 # tests that need them run last: the library tests use the CPU meanwhile instead of waiting.
-_NOTEBOOK_FIXTURES = {"executed_all", "executed", "built_book", "built_singlehtml"}
+_NOTEBOOK_FIXTURES = {"executed_all", "executed", "built_book", "built_pdf"}
 _NOTEBOOK_MARKERS = {"notebooks", "book", "browser", "pdf"}
 _TIMEOUT = 45 * 60
 _run: dict = {}
@@ -91,8 +92,14 @@ def _needs_notebooks(item) -> bool:
     return bool(_NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-def _start_execution() -> None:
-    """Start the executor on the mirror (once per session), its output going to execute.log."""
+def _start_execution(book: bool = False, pdf: bool = False) -> None:
+    """Start the executor on the mirror (once per session), its output going to execute.log, and
+    a thread that builds the book after it (``book``) and prints the PDF test's pages (``pdf``).
+
+    The build and the print used to run when the first test needing them was reached, that is
+    after every library test, while one core sat idle. Chained to the executor, they start as soon
+    as the notebooks are done and overlap the library tests still running.
+    """
     if _run:
         return
     mirror = _mirror()
@@ -108,7 +115,88 @@ def _start_execution() -> None:
     log_path = mirror / "execute.log"
     log = open(log_path, "w")
     _run.update(proc=subprocess.Popen(cmd, cwd=mirror, env=env, stdout=log, stderr=subprocess.STDOUT),
-                log=log, log_path=log_path, mirror=mirror, t0=time.monotonic())
+                log=log, log_path=log_path, mirror=mirror, t0=time.monotonic(),
+                done={stage: threading.Event() for stage in ("execute", "book", "pdf")},
+                planned={"book": book, "pdf": pdf})
+    threading.Thread(target=_chain, name="execute-build-print", daemon=True).start()
+
+
+def _chain() -> None:
+    """Executor, then book build, then PDF pages; each stage sets its event even when it fails."""
+    proc = _run["proc"]
+    try:
+        _run["returncode"] = proc.wait(timeout=max(1.0, _TIMEOUT - (time.monotonic() - _run["t0"])))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        _run["returncode"] = "timeout (45 min)"
+    finally:
+        _run["log"].close()
+        _run["done"]["execute"].set()
+    for stage, work in (("book", _build_book), ("pdf", _print_pdf)):
+        if not _run["planned"][stage]:
+            _run["done"][stage].set()
+            continue
+        try:
+            _run[stage] = work()
+        except BaseException as exc:  # reported by the test that needs the stage
+            _run[stage] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            _run["done"][stage].set()
+
+
+def _build_book() -> dict:
+    """The strict HTML build of the mirror (generated pages first) into .cache/test-build."""
+    mirror = _run["mirror"]
+    out = mirror.parent / "test-build"
+    shutil.rmtree(out, ignore_errors=True)  # a clean build: Sphinx reports warnings of re-read pages only
+    subprocess.run([sys.executable, "-m", "mathlib.book", "pages"], cwd=mirror, check=True, capture_output=True)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", ".", "-W", "-n", "--keep-going", "--path-output", str(out)],
+                          cwd=mirror, capture_output=True, text=True, timeout=1800)
+    return {"proc": proc, "html": out / "_build" / "html"}
+
+
+_PDF_PAGES = "1-40"
+
+
+def _print_pdf() -> dict:
+    """The single-page build (reusing the HTML build's doctrees) and its first pages printed by
+    headless Chromium; skipped (``None``) without Chromium or a successful HTML build."""
+    from mathlib.book._browser import find_chromium
+    from mathlib.book._pdf import print_book
+
+    book = _run.get("book") or {}
+    if find_chromium() is None or "proc" not in book or book["proc"].returncode != 0:
+        return {"skipped": True}
+    out = book["html"].parents[1]
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", ".", "--builder", "singlehtml", "-W", "-n", "--keep-going", "--path-output", str(out)],
+                          cwd=_run["mirror"], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"proc": proc}
+    pdf = out / "_build" / "pdf" / "book-first-pages.pdf"
+    # The whole book is loaded and typeset; only its first pages are printed (printing all of
+    # them takes minutes of the test budget; `make pdf` does it).
+    return {"proc": proc, "pdf": pdf, "info": print_book(out / "_build" / "singlehtml" / "index.html", pdf, page_ranges=_PDF_PAGES)}
+
+
+def _stage(name: str) -> dict:
+    """Wait for a stage of the chain; a stage the session did not plan runs here, once."""
+    _start_execution()
+    _run["done"]["execute"].wait()
+    if _run["planned"][name]:
+        _run["done"][name].wait()
+        return _run[name]
+    with _stage_lock:
+        if "book" not in _run:
+            _run["book"] = _build_book()
+        if name == "pdf" and "pdf" not in _run:
+            _run["pdf"] = _print_pdf()
+    return _run[name]
+
+
+_stage_lock = threading.Lock()
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -118,7 +206,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_collection_finish(session):
     if not session.config.option.collectonly and any(_needs_notebooks(i) for i in session.items):
-        _start_execution()
+        book = any("built_book" in getattr(i, "fixturenames", ()) for i in session.items)
+        pdf = any("built_pdf" in getattr(i, "fixturenames", ()) for i in session.items)
+        _start_execution(book=book, pdf=pdf)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -140,14 +230,8 @@ def executed_all(book_root):
     as "not executed".
     """
     _start_execution()
-    proc = _run["proc"]
-    try:
-        returncode = proc.wait(timeout=max(1.0, _TIMEOUT - (time.monotonic() - _run["t0"])))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        returncode = "timeout (45 min)"
-    _run["log"].close()
+    _run["done"]["execute"].wait()
+    returncode = _run["returncode"]
     text = _run["log_path"].read_text(errors="replace")
     sys.stdout.write(text)
     state_file = book_root / "book" / "_generated" / "state.json"
@@ -159,6 +243,27 @@ def executed_all(book_root):
             state[src] = {"status": "timeout", "mode": "quick", "cell": "-",
                           "error": f"still running when the executor was stopped after 45 min\n{text[-3000:]}"}
     return {"returncode": returncode, "log": text, "state": state}
+
+
+@pytest.fixture(scope="session")
+def built_book(executed_all) -> dict:
+    """The strict HTML build (``-W -n``) of the mirror, from the quick-mode notebooks:
+    ``{"proc": CompletedProcess, "html": Path, "executed": executed_all}``. It starts in the
+    background as soon as the notebooks are done (see :func:`_start_execution`)."""
+    book = _stage("book")
+    if "error" in book:
+        pytest.fail(f"the book build did not run: {book['error']}")
+    return {**book, "executed": executed_all}
+
+
+@pytest.fixture(scope="session")
+def built_pdf(built_book) -> dict:
+    """The single-page build and its first pages printed to PDF (``{"proc", "pdf", "info"}``,
+    or ``{"skipped": True}`` without Chromium or after a failed HTML build)."""
+    pdf = _stage("pdf")
+    if "error" in pdf:
+        pytest.fail(f"the PDF print did not run: {pdf['error']}")
+    return pdf
 
 
 @pytest.fixture(scope="session")

@@ -313,11 +313,11 @@ def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(600)")]
     nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
-    r = _execute(fake_repo, "--cell-timeout", "10", "--retries", "1")
+    r = _execute(fake_repo, "--cell-timeout", "4", "--retries", "1")
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.count("[retry] notebooks/t/01-good.ipynb") == 1, r.stdout
     assert "FAILED notebooks/t/01-good.ipynb" in r.stdout and "timed out" in r.stdout, r.stdout
-    assert "limits: 10 s per cell" in r.stdout, r.stdout
+    assert "limits: 4 s per cell" in r.stdout, r.stdout
     assert "ok     notebooks/t/02-other.ipynb" in r.stdout, r.stdout
     r = _execute(fake_repo, "--cell-timeout", "0")
     assert r.returncode == 2 and "argument --cell-timeout must be > 0 seconds, got 0.0" in r.stderr, r.stderr
@@ -332,9 +332,9 @@ def test_executor_watchdog_stops_a_wedged_worker_and_its_kernel(fake_repo):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(600)")]
     nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
-    r = _execute(fake_repo, "--notebook-timeout", "8", "notebooks/t/01-good.ipynb")
+    r = _execute(fake_repo, "--notebook-timeout", "6", "notebooks/t/01-good.ipynb")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAILED notebooks/t/01-good.ipynb: still running after 8 s" in r.stdout, r.stdout
+    assert "FAILED notebooks/t/01-good.ipynb: still running after 6 s" in r.stdout, r.stdout
     time.sleep(1)
     left = []
     for proc in psutil.process_iter(["cmdline", "cwd"]):
