@@ -95,3 +95,32 @@ def test_logcosh_counterexample_structure():
     assert len(w) == 1 and d2 > -1e-10
     w, F, d2 = ex.logcosh_local_minima(c, 2.0, n=4001)
     assert len(w) == 2 and F[1] > F[0] + 1e-3 and d2 < 0
+
+
+def test_width_sweep_groups_widths_and_reassembles_columns(monkeypatch):
+    """Implementation check of ``bucket``: which widths share a padded program, and that each
+    result lands in its (seed, width) cell. The compiled sweep is replaced by a stand-in that
+    encodes its inputs (compiling the real one three times would cost tens of seconds; that the
+    padding changes values only by round-off holds because masked units have zero features and
+    zero gradients, and the initialisation is drawn at ``max_width`` whatever the group)."""
+    calls = []
+
+    def fake(keys, ms, M, padded, tasks, alpha, steps, lr):
+        calls.append((int(M), int(padded), [int(m) for m in ms]))
+        seeds = jnp.asarray([int(jax.random.key_data(k)[-1]) for k in keys], jnp.float64)
+        code = 1000.0 * seeds + ms + padded / 10000.0
+        return code, code + 1, code + 2, jnp.tile(code[:, None], (1, steps)), code + 3, code + 4
+
+    monkeypatch.setattr(ex, "_width_sweep", fake)
+    widths, seeds = [8, 16, 128, 256], [3, 5]
+    out = ex.width_sweep_two_layer(None, widths, seeds, 0.05, 2, 1e-2, bucket=64)
+    assert sorted((c[1], c[2]) for c in calls) == [(64, [8, 16, 8, 16]), (128, [128, 128]), (256, [256, 256])]
+    assert all(c[0] == 256 for c in calls)
+    for i, s in enumerate(seeds):
+        for j, m in enumerate(widths):
+            padded = 64 if m <= 64 else m
+            assert out["nn"][i, j] == 1000.0 * s + m + padded / 10000.0
+            assert out["lin_run"][i, j] == out["nn"][i, j] + 4 and out["curves"].shape == (2, 4, 2)
+    calls.clear()
+    ex.width_sweep_two_layer(None, widths, seeds, 0.05, 2, 1e-2)
+    assert [(c[1], len(c[2])) for c in calls] == [(256, 8)]

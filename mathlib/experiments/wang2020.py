@@ -373,27 +373,46 @@ def linearised_maml_adam(p0, tasks, alpha, steps: int, lr):
     return float(_lin_adam(A, bb, steps, lr))
 
 
-def width_sweep_two_layer(tasks, widths, seeds, alpha, steps, lr, max_width=None):
+def width_sweep_two_layer(tasks, widths, seeds, alpha, steps, lr, max_width=None, bucket=None):
     r"""For each width and seed: the value MAML reaches on the network (Adam, ``steps`` steps), the
     global minimum of the MAML objective of its linearisation at initialisation, the value of the
-    linearisation after the same Adam run (``lin_run``), the final gradient norm and the relative movement $\norm{w-w_0}/\norm{w_0}$. One compilation for all widths and
-    seeds (masked units; the network runs, the linearisations and their minima in one program).
+    linearisation after the same Adam run (``lin_run``), the final gradient norm and the relative movement $\norm{w-w_0}/\norm{w_0}$.
+
+    One compiled program runs all seeds of a group of widths (masked units; the network runs, the
+    linearisations and their minima together). With ``bucket=None`` there is one group, every width
+    padded to ``max_width`` (default: the largest); with ``bucket=b``, the widths $\le b$ share one
+    program padded to $b$ and each larger width runs unpadded in its own: more compilations, much
+    less padded work when the widths span decades. The initialisation is drawn at ``max_width``
+    whatever the grouping, so the grouping changes results only by round-off.
     Returns dict of arrays ``(n_seeds, n_widths)``. Claim 2 ({prf:ref}`wang2020-prop-linearised`).
     """
     steps = check_int("width_sweep_two_layer", "steps", steps)
     M = int(max_width or max(widths))
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds for _ in widths])
-    ms = jnp.asarray([int(m) for _ in seeds for m in widths])
-    v, gn, mv, curves, lin, lin_run = (np.asarray(x) for x in _width_sweep(keys, ms, M, tasks, alpha, steps, lr))
+    if bucket is not None:
+        bucket = check_int("width_sweep_two_layer", "bucket", bucket)
+    groups: dict[int, list[int]] = {}
+    for j, m in enumerate(widths):
+        padded = M if bucket is None else (min(bucket, M) if m <= bucket else int(m))
+        groups.setdefault(padded, []).append(j)
     shape = (len(seeds), len(widths))
-    return dict(nn=v.reshape(shape), lin=lin.reshape(shape), lin_run=lin_run.reshape(shape),
-                grad=gn.reshape(shape), move=mv.reshape(shape), curves=curves.reshape(*shape, -1))
+    out = None
+    for padded, cols in groups.items():
+        keys = jnp.stack([jax.random.key(int(s)) for s in seeds for _ in cols])
+        ms = jnp.asarray([int(widths[j]) for _ in seeds for j in cols])
+        res = [np.asarray(x).reshape(len(seeds), len(cols), *np.shape(x)[1:])
+               for x in _width_sweep(keys, ms, M, padded, tasks, alpha, steps, lr)]
+        if out is None:
+            out = [np.zeros(shape + r.shape[2:], r.dtype) for r in res]
+        for o, r in zip(out, res):
+            o[:, cols] = r
+    v, gn, mv, curves, lin, lin_run = out
+    return dict(nn=v, lin=lin, lin_run=lin_run, grad=gn, move=mv, curves=curves)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 5))
-def _width_sweep(keys, ms, M, tasks, alpha, steps, lr):
+@functools.partial(jax.jit, static_argnums=(2, 3, 6))
+def _width_sweep(keys, ms, M, padded, tasks, alpha, steps, lr):
     def one(key, m):
-        p = init_two_layer(key, M, m)
+        p = {k: v[:padded] for k, v in init_two_layer(key, M, m).items()}   # drawn at M, run at `padded`
         _, v, gn, mv, curve = two_layer_maml_run(p, tasks, alpha, steps, lr)
         # the linearisation at w_0: least squares with the NTK features (as linearised_maml_minimum/_adam)
         PS, PQ = ntk_features(p, tasks["xs"]), ntk_features(p, tasks["xq"])
