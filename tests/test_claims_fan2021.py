@@ -87,7 +87,11 @@ def test_claim4_digits_image_split_ordering(executed):
 def test_claim4_digits_class_split(executed):
     """Empirical claim (split by class, digits 0-4 -> 5-9): Sign-MAML beats FO-MAML (paired, beyond
     the CI) and, in 1-shot, MAML; MAML and FO-MAML fall below the network without meta-training in
-    1-shot (paired, beyond the CI) and do not beat it in 5-shot."""
+    1-shot (paired, beyond the CI) and do not beat it in 5-shot.
+
+    Quick mode (K = 1, 3 seeds) is what this test checks; the book quotes full mode (K = 5, more
+    seeds on this split in 1-shot), where the same orderings were measured with narrower intervals
+    (reproducibility page)."""
     r = executed("fan2021/03-digits")
     for k in (1, 5):
         pre = f"fan2021-digits-{k}shot-class-sign-minus-fo"
@@ -97,6 +101,19 @@ def test_claim4_digits_class_split(executed):
         assert r[f"fan2021-digits-5shot-class-{m}"] < r["fan2021-digits-5shot-class-base"] + r["fan2021-digits-5shot-class-base-ci"]
     pre = "fan2021-digits-1shot-class-"
     assert r[pre + "sign_maml"] - r[pre + "sign_maml-ci"] > r[pre + "maml"] + r[pre + "maml-ci"]
+
+
+def test_claim4_digits_class_split_sign_level_with_baseline(executed):
+    """Empirical claim (split by class, 1-shot): Sign-MAML's lead over FO-MAML is not a gain from
+    meta-training: both ends of the paired interval of Sign-MAML minus the network without
+    meta-training lie within a quarter of that lead of zero (the interval may or may not contain
+    zero; the sentence on the page says which, from the glued ends)."""
+    r = executed("fan2021/03-digits")
+    lead = r["fan2021-digits-1shot-class-sign-minus-fo"]
+    lo, hi = _paired(r, 1, "class", "sign_maml", "base")
+    assert lead > 0.05
+    assert -0.25 * lead < lo and hi < 0.25 * lead
+    assert r["fan2021-digits-1shot-class-sign-base-hi-over-lead"] == pytest.approx(hi / lead)
 
 
 def test_claim4_alpha_sensitivity(executed):
