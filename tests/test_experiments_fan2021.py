@@ -102,8 +102,7 @@ def test_meta_train_eval_runs_baseline_and_order():
     the initialisation adapted with the method's own inner rule, computed here directly; the result
     of a run does not depend on the order of the list (chunks, padding and unpacking)."""
     X, splits = ex.digits_splits(0)
-    kw = dict(k_query=2, hidden=8, steps=1, test_steps=2, num_steps=2, meta_batch=2, eval_tasks=3, chunk=2,
-              opt_level=0)  # tiny program: compile time is all that matters
+    kw = dict(k_query=2, hidden=8, steps=1, test_steps=2, num_steps=2, meta_batch=2, eval_tasks=3, chunk=2)
     runs = [("sign_maml", 0.1, 0.0, 1, "class", 0), ("sign_maml", 0.1, 1e-2, 1, "image", 0),
             ("sign_maml", 0.1, 0.0, 1, "image", 1), ("sign_maml", 0.1, 1e-2, 1, "class", 1)]
     a = ex.meta_train_eval_runs(runs, splits, X, **kw)
