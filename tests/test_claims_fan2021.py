@@ -103,7 +103,7 @@ def test_claim4_digits_class_split(executed):
     assert r[pre + "sign_maml"] - r[pre + "sign_maml-ci"] > r[pre + "maml"] + r[pre + "maml-ci"]
 
 
-def test_claim4_digits_class_split_sign_level_with_baseline(executed):
+def test_claim4_digits_class_split_sign_close_to_baseline(executed):
     """Empirical claim (split by class, 1-shot): Sign-MAML's lead over FO-MAML is not a gain from
     meta-training: both ends of the paired interval of Sign-MAML minus the network without
     meta-training lie within a quarter of that lead of zero (the interval may or may not contain
