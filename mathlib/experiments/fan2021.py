@@ -433,13 +433,15 @@ def _sinusoid_configs(keys, cfg, *, hidden, steps, num_steps, meta_batch, k_shot
 
 
 def sinusoid_meta_train_eval_configs(configs, seeds, *, hidden: int = 40, steps: int = 1, num_steps: int = 2000,
-                                     meta_batch: int = 25, k_shot: int = 10, eval_tasks: int = 100):
+                                     meta_batch: int = 25, k_shot: int = 10, eval_tasks: int = 100,
+                                     opt_level: int | None = None):
     r"""Claim 5, every run from one compiled program: :func:`sinusoid_meta_train_eval` for a list of configurations.
 
     ``configs`` is a list of ``(method, alpha, lr)``; ``lr=0`` is the no-meta-training baseline. The
     method enters as a traced index into a ``lax.switch`` over the core estimators (and inner maps
     at evaluation), so one program (compiled once) loops over the configurations and vmaps over the
-    seeds; the random draws of a seed are those of :func:`sinusoid_meta_train_eval`.
+    seeds; the random draws of a seed are those of :func:`sinusoid_meta_train_eval`. ``opt_level``:
+    as in :func:`meta_train_eval_runs` (XLA backend optimisation level of the program; ``None``: default).
 
     Returns a numpy array ``(len(configs), len(seeds))`` of mean post-adaptation MSEs.
     """
@@ -452,8 +454,13 @@ def sinusoid_meta_train_eval_configs(configs, seeds, *, hidden: int = 40, steps:
     cfg = {"method": jnp.asarray([METHODS.index(m) for m, *_ in configs], jnp.int32),
            "alpha": jnp.asarray([a for _, a, _ in configs], jnp.float32),
            "lr": jnp.asarray([lr for *_, lr in configs], jnp.float32)}
-    out = _sinusoid_configs(keys, cfg, hidden=hidden, steps=steps, num_steps=num_steps, meta_batch=meta_batch,
-                            k_shot=k_shot, eval_tasks=eval_tasks)
+    static = dict(hidden=hidden, steps=steps, num_steps=num_steps, meta_batch=meta_batch, k_shot=k_shot,
+                  eval_tasks=eval_tasks)
+    if opt_level is None:
+        out = _sinusoid_configs(keys, cfg, **static)
+    else:
+        opt_level = check_int(fn, "opt_level", opt_level, minimum=0)
+        out = _sinusoid_configs.lower(keys, cfg, **static).compile({"xla_backend_optimization_level": opt_level})(keys, cfg)
     return np.asarray(out)
 
 
