@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
@@ -10,6 +11,12 @@ import numpy as np
 
 import mathlib as ml
 from mathlib.experiments import fan2021 as ex
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """``(X, splits)`` of :func:`digits_splits` (seed 0), built once for the module."""
+    return ex.digits_splits(0)
 
 
 def test_exactness_check_identity_and_contrast():
@@ -55,11 +62,11 @@ def test_jump_sizes_linear_in_alpha_for_quadratic():
     assert abs(ex.fit_loglog_slope(alphas, js["median"]) - 1.0) < 1e-9
 
 
-def test_nway_episodes_classes_pool_and_labels():
-    X, splits = ex.digits_splits(0)
+def test_nway_episodes_classes_pool_and_labels(digits):
+    X, splits = digits
     y = np.asarray(ml.digits_dataset().y)
     tab = splits["class"]["test"]
-    ep = ex.nway_episodes(jax.random.key(3), 4, X, *tab, 5, 2, 3)
+    ep = jax.jit(ex.nway_episodes, static_argnums=(1, 6, 7, 8))(jax.random.key(3), 4, X, *tab, 5, 2, 3)
     xs, ls = ep.support
     xq, lq = ep.query
     assert xs.shape == (4, 10, 64) and xq.shape == (4, 15, 64)
@@ -76,8 +83,8 @@ def test_nway_episodes_classes_pool_and_labels():
             assert len(set(y[np.array(idx)[labs == lab]])) == 1
 
 
-def test_digits_splits_disjoint():
-    _, splits = ex.digits_splits(0)
+def test_digits_splits_disjoint(digits):
+    _, splits = digits
     for name in ("class", "image"):
         tr, te = splits[name]["train"], splits[name]["test"]
         for c in range(10):
@@ -97,20 +104,33 @@ def test_mean_ci():
     assert abs(h2 / (np.std(np.arange(1000.0), ddof=1) / np.sqrt(1000)) - 1.96) < 0.01
 
 
-def test_meta_train_zero_lr_is_initialisation(method="sign_maml"):
-    # lr = 0 leaves the initialisation: two runs with different step counts give the same accuracy
-    X, splits = ex.digits_splits(0)
-    kw = dict(k_shot=1, steps=1, test_steps=1, eval_tasks=20, hidden=8, lr=0.0)
-    a = ex.meta_train_eval(method, [0.1], [0], splits, X, num_steps=2, **kw)
-    b = ex.meta_train_eval(method, [0.1], [0], splits, X, num_steps=3, **kw)
-    np.testing.assert_array_equal(a, b)
-    assert a.shape == (2, 1, 1)
+def test_meta_train_eval_runs_baseline_and_order(digits):
+    """Implementation check of the one-program digits driver: an lr = 0 run (training skipped) scores
+    the initialisation adapted with the method's own inner rule, computed here directly; the result
+    of a run does not depend on the order of the list (chunks, padding and unpacking)."""
+    X, splits = digits
+    kw = dict(k_query=2, hidden=8, steps=1, test_steps=2, num_steps=2, meta_batch=2, eval_tasks=3, chunk=2,
+              opt_level=0)  # a tiny program: compile time is the cost, LLVM -O0 compiles it fastest
+    runs = [("sign_maml", 0.1, 0.0, 1, "class", 0), ("sign_maml", 0.1, 1e-2, 1, "image", 0),
+            ("sign_maml", 0.1, 0.0, 1, "image", 1), ("sign_maml", 0.1, 1e-2, 1, "class", 1)]
+    a = ex.meta_train_eval_runs(runs, splits, X, **kw)
+    perm = [3, 2, 0, 1]
+    b = ex.meta_train_eval_runs([runs[i] for i in perm], splits, X, **kw)  # same shapes: no recompilation
+    np.testing.assert_array_equal(a[perm], b)
+    for i in (0, 2):
+        _, _, _, _, split, seed = runs[i]
+        k_init, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+        p0 = ml.init_mlp(k_init, (64, 8, 5))
+        ev = ex._episodes_kshot(k_eval, 3, X, splits[split]["test"], 5, 1, jnp.int32(1), 2)
+        accs = [ml.accuracy(ml.mlp_apply(ml.adapt_sign(ml.mlp_xent_loss, p0, (ev.support[0][t], ev.support[1][t]), 0.1, 2),
+                                         ev.query[0][t]), ev.query[1][t]) for t in range(3)]
+        np.testing.assert_allclose(a[i], np.mean(accs), atol=1e-6)
 
 
-def test_episodes_kshot_repeats_first_images():
+def test_episodes_kshot_repeats_first_images(digits):
     """Implementation check: a k-shot episode padded to k_max slots repeats each class's first k images
     (so the mean support loss is the k-shot loss) and keeps the k_max-shot episode's query set."""
-    X, splits = ex.digits_splits(0)
+    X, splits = digits
     tab = splits["class"]["train"]
     key = jax.random.key(1)
     full = ex.nway_episodes(key, 3, X, *tab, 5, 4, 2)

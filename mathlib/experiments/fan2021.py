@@ -33,7 +33,8 @@ __all__ = [
     "cost_table",
     "nway_episodes",
     "digits_splits",
-    "meta_train_eval",
+    "meta_train_eval_runs",
+    "RUN_CHUNK",
     "sinusoid_meta_train_eval",
     "sinusoid_meta_train_eval_configs",
     "mean_ci",
@@ -306,31 +307,28 @@ def digits_splits(seed: int = 0, test_classes=(5, 6, 7, 8, 9)):
 def nway_episodes(key, num_tasks: int, X, table, counts, classes, n_way: int, k_shot: int, k_query: int):
     r"""N-way K-shot episodes from per-class index tables (see :func:`digits_splits`).
 
-    The same sampling as :func:`mathlib.sample_nway_kshot_episodes` (classes uniformly without
+    The same distribution as :func:`mathlib.sample_nway_kshot_episodes` (classes uniformly without
     replacement among ``classes``, relabelled $0..N-1$ in random order; distinct images per class,
     split into support and query), but the pool is given by *traced* tables, so one compiled
     program serves every split. Claim 4; a candidate for the core.
     """
     need = k_shot + k_query
-    width = table.shape[1]
+    n_cls, width = table.shape
+    # one flat uniform draw for every task (class scores, then image scores): nested per-task key
+    # splits and draws cost several times more to compile, more still under vmap
+    u = jax.random.uniform(key, (num_tasks, n_cls + n_way * width))
+    chosen = jax.lax.top_k(jnp.where(classes, u[:, :n_cls], -1.0), n_way)[1]  # (T, n_way), random order
+    ui = u[:, n_cls:].reshape(num_tasks, n_way, width)
+    ui = jnp.where(jnp.arange(width) < counts[chosen][..., None], ui, -1.0)
+    pos = jax.lax.top_k(ui, need)[1]  # (T, n_way, need) distinct positions in each class's table
+    idx = jnp.take_along_axis(table[chosen], pos, axis=2)
+    lab = jnp.arange(n_way, dtype=jnp.int32)
 
-    def one(k):
-        kc, ki = jax.random.split(k)
-        chosen = jax.lax.top_k(jnp.where(classes, jax.random.uniform(kc, (classes.shape[0],)), -1.0), n_way)[1]
-        # a flat draw reshaped: the same values as a (n_way, width) draw, several times faster to compile
-        u = jax.random.uniform(ki, (n_way * width,)).reshape(n_way, width)
-        u = jnp.where(jnp.arange(width)[None, :] < counts[chosen][:, None], u, -1.0)
-        pos = jax.lax.top_k(u, need)[1]  # (n_way, need) distinct positions in each class's table
-        idx = jnp.take_along_axis(table[chosen], pos, axis=1)
-        lab = jnp.arange(n_way, dtype=jnp.int32)
+    def batch(lo, kk):
+        ii = idx[:, :, lo:lo + kk].reshape(num_tasks, n_way * kk)
+        return X[ii], jnp.broadcast_to(jnp.repeat(lab, kk), (num_tasks, n_way * kk))
 
-        def batch(lo, kk):
-            ii = idx[:, lo:lo + kk].reshape(-1)
-            return X[ii], jnp.repeat(lab, kk)
-
-        return ml.Episode(batch(0, k_shot), batch(k_shot, k_query), None)
-
-    return jax.vmap(one)(jax.random.split(key, num_tasks))
+    return ml.Episode(batch(0, k_shot), batch(k_shot, k_query), None)
 
 
 def _adapt_eval(method, loss, metric, params, episodes, alpha, steps):
@@ -341,70 +339,6 @@ def _adapt_eval(method, loss, metric, params, episodes, alpha, steps):
         return metric(w, ep.query)
 
     return jax.vmap(one)(episodes)
-
-
-@functools.partial(jax.jit, static_argnames=("method", "n_way", "k_shot", "k_query", "hidden", "steps",
-                                             "test_steps", "num_steps", "meta_batch", "eval_tasks"))
-def _digits_runs(keys, alphas, X, train_tabs, test_tabs, *, method, n_way, k_shot, k_query, hidden,
-                 steps, test_steps, num_steps, meta_batch, eval_tasks, lr):
-    loss = ml.mlp_xent_loss
-    est = ESTIMATORS[method]
-    opt = optax.adam(lr)
-
-    def metric(w, b):
-        return ml.accuracy(ml.mlp_apply(w, b[0]), b[1])
-
-    def run(key, alpha, tr, te):
-        k_init, k_train, k_eval = jax.random.split(key, 3)
-        p0 = ml.init_mlp(k_init, (X.shape[1], hidden, n_way))
-
-        def step(state, k):
-            p, s = state
-            eps = nway_episodes(k, meta_batch, X, *tr, n_way, k_shot, k_query)
-            g = ml.meta_gradient(est, loss, p, eps, alpha=alpha, steps=steps)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        if num_steps:
-            (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))
-        else:
-            p = p0
-        ev = nway_episodes(k_eval, eval_tasks, X, *te, n_way, k_shot, k_query)
-        return jnp.mean(_adapt_eval(method, loss, metric, p, ev, alpha, test_steps))
-
-    # keys: (S,), alphas: (A,), masks stacked over splits (P, ...): result (P, A, S)
-    f = jax.vmap(run, in_axes=(0, None, None, None))
-    f = jax.vmap(f, in_axes=(None, 0, None, None))
-    f = jax.vmap(f, in_axes=(None, None, 0, 0))
-    return f(keys, alphas, train_tabs, test_tabs)
-
-
-def meta_train_eval(method: str, alphas, seeds, splits: dict, X, *, n_way: int = 5, k_shot: int = 1,
-                    k_query: int = 5, hidden: int = 64, steps: int = 5, test_steps: int = 10,
-                    num_steps: int = 1000, meta_batch: int = 8, lr: float = 1e-3, eval_tasks: int = 200):
-    r"""Claim 4: meta-train on digits N-way K-shot tasks and report meta-test accuracy after adaptation.
-
-    For every split (``splits`` from :func:`digits_splits`), inner step $\alpha$ in ``alphas`` and
-    seed: an MLP 64-``hidden``-N (ReLU, float32) is meta-trained for ``num_steps`` Adam steps
-    (learning rate ``lr``, ``meta_batch`` tasks per step, ``steps`` inner steps, estimator of
-    ``method``), then adapted on ``eval_tasks`` meta-test tasks with ``test_steps`` steps of the
-    method's own inner rule (GD, or sign steps for ``"sign_maml"``) and scored on their query sets.
-    ``lr=0`` gives the no-meta-training baseline (the parameters stay at their random
-    initialisation; same test-time adaptation) from the same compiled program. One compiled program per (method, shapes) covers every split, $\alpha$ and seed.
-
-    Returns a numpy array ``(len(splits), len(alphas), len(seeds))`` of mean query accuracies, the
-    splits in the order of ``splits``.
-    """
-    fn = "meta_train_eval"
-    check_choice(fn, "method", method, METHODS)
-    names = list(splits)
-    tr = tuple(jnp.stack([splits[s]["train"][i] for s in names]) for i in range(3))
-    te = tuple(jnp.stack([splits[s]["test"][i] for s in names]) for i in range(3))
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
-    out = _digits_runs(keys, jnp.asarray(alphas, jnp.float32), X, tr, te, method=method, n_way=n_way,
-                       k_shot=k_shot, k_query=k_query, hidden=hidden, steps=steps, test_steps=test_steps,
-                       num_steps=num_steps, meta_batch=meta_batch, eval_tasks=eval_tasks, lr=lr)
-    return np.asarray(out)
 
 
 # =============================================================================== claim 5
@@ -442,7 +376,7 @@ def sinusoid_meta_train_eval(method: str, alphas, seeds, *, hidden: int = 40, st
                              eval_tasks: int = 100):
     r"""Claim 5: sinusoid regression (Finn et al.), MLP 1-H-H-1 (ReLU, float32), post-adaptation MSE.
 
-    Meta-training as :func:`meta_train_eval` on :func:`mathlib.sample_sinusoid_episodes`
+    Meta-training as :func:`meta_train_eval_runs` on :func:`mathlib.sample_sinusoid_episodes`
     (``k_shot`` support and query points); evaluation on the fixed tasks of
     :func:`mathlib.sinusoid_eval_set` (``k_shot`` support points, MSE on a 100-point grid) after
     ``steps`` steps of the method's inner rule. ``lr=0``: no meta-training (same compiled program).
@@ -480,27 +414,34 @@ def _sinusoid_configs(keys, cfg, *, hidden, steps, num_steps, meta_batch, k_shot
                 u, s = opt.update(g, s, p)
                 return (optax.apply_updates(p, u), s), None
 
-            (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))
+            def train():
+                return jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))[0][0]
+
+            # lr = 0 (no meta-training) skips the training loop: the parameters would not move
+            p = jax.lax.cond(lr > 0, train, lambda: p0)
 
             def score(inner):
                 return jnp.mean(jax.vmap(lambda e: loss(inner(loss, p, e.support, alpha, steps), e.query))(ev))
 
             return jax.lax.switch(inner_index[m], [functools.partial(score, i) for i in inners])
 
-        # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
+        # the method index and lr are scalars here (configs are looped, not vmapped), so each switch and
+        # cond runs one branch
         return jax.vmap(run)(keys)
 
     return jax.lax.map(one_config, cfg)
 
 
 def sinusoid_meta_train_eval_configs(configs, seeds, *, hidden: int = 40, steps: int = 1, num_steps: int = 2000,
-                                     meta_batch: int = 25, k_shot: int = 10, eval_tasks: int = 100):
+                                     meta_batch: int = 25, k_shot: int = 10, eval_tasks: int = 100,
+                                     opt_level: int | None = None):
     r"""Claim 5, every run from one compiled program: :func:`sinusoid_meta_train_eval` for a list of configurations.
 
     ``configs`` is a list of ``(method, alpha, lr)``; ``lr=0`` is the no-meta-training baseline. The
     method enters as a traced index into a ``lax.switch`` over the core estimators (and inner maps
     at evaluation), so one program (compiled once) loops over the configurations and vmaps over the
-    seeds; the random draws of a seed are those of :func:`sinusoid_meta_train_eval`.
+    seeds; the random draws of a seed are those of :func:`sinusoid_meta_train_eval`. ``opt_level``:
+    as in :func:`meta_train_eval_runs` (XLA backend optimisation level of the program; ``None``: default).
 
     Returns a numpy array ``(len(configs), len(seeds))`` of mean post-adaptation MSEs.
     """
@@ -513,8 +454,13 @@ def sinusoid_meta_train_eval_configs(configs, seeds, *, hidden: int = 40, steps:
     cfg = {"method": jnp.asarray([METHODS.index(m) for m, *_ in configs], jnp.int32),
            "alpha": jnp.asarray([a for _, a, _ in configs], jnp.float32),
            "lr": jnp.asarray([lr for *_, lr in configs], jnp.float32)}
-    out = _sinusoid_configs(keys, cfg, hidden=hidden, steps=steps, num_steps=num_steps, meta_batch=meta_batch,
-                            k_shot=k_shot, eval_tasks=eval_tasks)
+    static = dict(hidden=hidden, steps=steps, num_steps=num_steps, meta_batch=meta_batch, k_shot=k_shot,
+                  eval_tasks=eval_tasks)
+    if opt_level is None:
+        out = _sinusoid_configs(keys, cfg, **static)
+    else:
+        opt_level = check_int(fn, "opt_level", opt_level, minimum=0)
+        out = _sinusoid_configs.lower(keys, cfg, **static).compile({"xla_backend_optimization_level": opt_level})(keys, cfg)
     return np.asarray(out)
 
 
@@ -531,10 +477,14 @@ def _episodes_kshot(key, num_tasks, X, tab, n_way, k_max, k_shot, k_query):
     return ml.Episode((xs[:, sel], ys[:, sel]), eps.query, None)
 
 
+#: Lanes (runs) vmapped together in one chunk of :func:`meta_train_eval_runs`.
+RUN_CHUNK = 8
+
+
 @functools.partial(jax.jit, static_argnames=("n_way", "k_max", "k_query", "hidden", "steps", "test_steps",
                                              "num_steps", "meta_batch", "eval_tasks"))
-def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_query, hidden, steps, test_steps,
-                    num_steps, meta_batch, eval_tasks):
+def _digits_chunks(chunks, X, train_tabs, test_tabs, *, n_way, k_max, k_query, hidden, steps, test_steps,
+                   num_steps, meta_batch, eval_tasks):
     loss = ml.mlp_xent_loss
     ests = [ESTIMATORS[m] for m in METHODS]
     inners = list(dict.fromkeys(INNER[m] for m in METHODS))
@@ -543,67 +493,123 @@ def _digits_configs(keys, cfg, X, train_tabs, test_tabs, *, n_way, k_max, k_quer
     def metric(w, b):
         return ml.accuracy(ml.mlp_apply(w, b[0]), b[1])
 
-    def one_config(c):
-        m, alpha, lr, k_shot = c["method"], c["alpha"], c["lr"], c["k_shot"]
+    def one_chunk(c):
+        m, train = c["method"], c["train"]          # scalars: one method per chunk
+        lane = {k: c[k] for k in ("key", "alpha", "lr", "k_shot", "split")}
 
-        def run(key, tr, te):
-            k_init, k_train, k_eval = jax.random.split(key, 3)
-            p0 = ml.init_mlp(k_init, (X.shape[1], hidden, n_way))
+        def init(ln):
+            k_init, k_train, k_eval = jax.random.split(ln["key"], 3)
+            return ml.init_mlp(k_init, (X.shape[1], hidden, n_way)), k_train, k_eval
+
+        def tabs(tabs_, ln):
+            return tuple(t[ln["split"]] for t in tabs_)
+
+        def meta_train(p0, k_train, ln):
             opt = optax.scale_by_adam()
+            tr = tabs(train_tabs, ln)
 
             def step(state, k):
                 p, s = state
-                eps = _episodes_kshot(k, meta_batch, X, tr, n_way, k_max, k_shot, k_query)
-                g = jax.lax.switch(m, [functools.partial(ml.meta_gradient, e, loss, alpha=alpha, steps=steps)
+                eps = _episodes_kshot(k, meta_batch, X, tr, n_way, k_max, ln["k_shot"], k_query)
+                g = jax.lax.switch(m, [functools.partial(ml.meta_gradient, e, loss, alpha=ln["alpha"], steps=steps)
                                        for e in ests], p, eps)
                 u, s = opt.update(g, s, p)
-                return (jax.tree_util.tree_map(lambda x, d: x - lr * d, p, u), s), None
+                return (jax.tree_util.tree_map(lambda x, d: x - ln["lr"] * d, p, u), s), None
 
             (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), jax.random.split(k_train, num_steps))
-            ev = _episodes_kshot(k_eval, eval_tasks, X, te, n_way, k_max, k_shot, k_query)
+            return p
+
+        p0, k_train, k_eval = jax.vmap(init)(lane)
+        # a chunk of no-meta-training runs (every lr = 0) skips the training loop: its parameters would not move
+        p = jax.lax.cond(train, lambda: jax.vmap(meta_train)(p0, k_train, lane), lambda: p0)
+
+        def evaluate(p, k_eval, ln):
+            ev = _episodes_kshot(k_eval, eval_tasks, X, tabs(test_tabs, ln), n_way, k_max, ln["k_shot"], k_query)
 
             def score(inner):
-                return jnp.mean(jax.vmap(lambda e: metric(inner(loss, p, e.support, alpha, test_steps), e.query))(ev))
+                return jnp.mean(jax.vmap(lambda e: metric(inner(loss, p, e.support, ln["alpha"], test_steps),
+                                                          e.query))(ev))
 
             # MAML and FO-MAML adapt with the same map (adapt_gd): one branch per distinct inner map
             return jax.lax.switch(inner_index[m], [functools.partial(score, i) for i in inners])
 
-        # the method index is a scalar here (configs are looped, not vmapped), so each switch runs one branch
-        f = jax.vmap(run, in_axes=(0, None, None))
-        return jax.vmap(f, in_axes=(None, 0, 0))(keys, train_tabs, test_tabs)
+        return jax.vmap(evaluate)(p, k_eval, lane)
 
-    return jax.lax.map(one_config, cfg)
+    # the method index and the training flag are scalars per chunk (chunks are looped, not vmapped),
+    # so each switch and cond runs one branch
+    return jax.lax.map(one_chunk, chunks)
 
 
-def meta_train_eval_configs(configs, seeds, splits: dict, X, *, n_way: int = 5, k_query: int = 5, hidden: int = 64,
-                            steps: int = 5, test_steps: int = 10, num_steps: int = 1000, meta_batch: int = 8,
-                            eval_tasks: int = 200):
-    r"""Claim 4, every run from one compiled program: :func:`meta_train_eval` for a list of configurations.
+def meta_train_eval_runs(runs, splits: dict, X, *, n_way: int = 5, k_query: int = 5, hidden: int = 64,
+                         steps: int = 5, test_steps: int = 10, num_steps: int = 1000, meta_batch: int = 8,
+                         eval_tasks: int = 200, chunk: int = RUN_CHUNK, opt_level: int | None = None):
+    r"""Claim 4, every run from one compiled program: meta-train on digits N-way K-shot tasks and
+    report the meta-test accuracy after adaptation.
 
-    ``configs`` is a list of ``(method, alpha, lr, k_shot)`` with ``k_shot`` dividing the largest
-    ``k_shot`` of the list; ``lr=0`` is the no-meta-training baseline. The method enters as a traced
-    index into a ``lax.switch`` over the core estimators (and inner maps at test time), the shot count
-    through :func:`_episodes_kshot`, so one program (compiled once) loops over the configurations and
-    vmaps over splits and seeds. Adam with learning rate ``lr`` as ``optax.adam(lr)``.
+    ``runs`` is a list of ``(method, alpha, lr, k_shot, split, seed)``: ``split`` a key of ``splits``
+    (from :func:`digits_splits`), ``k_shot`` dividing the largest ``k_shot`` of the list. A run
+    initialises an MLP 64-``hidden``-N (ReLU, float32) from ``jax.random.key(seed)``, meta-trains it
+    for ``num_steps`` steps of Adam with learning rate ``lr`` (``meta_batch`` tasks per step,
+    ``steps`` inner steps, estimator of ``method``), then adapts it on ``eval_tasks`` meta-test tasks
+    with ``test_steps`` steps of the method's own inner rule (GD, or sign steps for ``"sign_maml"``)
+    and scores it on their query sets. Runs with the same seed, split and shots share initialisation,
+    training tasks and meta-test tasks (paired comparisons). ``lr=0`` is the no-meta-training
+    baseline (the parameters stay at their initialisation; the training loop is skipped).
 
-    Returns a numpy array ``(len(configs), len(splits), len(seeds))`` of mean query accuracies.
+    The runs are grouped by method into chunks of ``chunk`` runs (padded by repeating a run): the
+    method enters as a traced index into a ``lax.switch`` over the core estimators (and inner maps at
+    test time), the shot count through :func:`_episodes_kshot`, so one program (compiled once)
+    loops over the chunks and vmaps over the runs of a chunk, whatever their seeds, splits and steps.
+    ``opt_level`` (0-3) compiles that program with XLA's backend optimisation level set (LLVM ``-O``;
+    lower compiles faster and runs slower; same results up to float rounding); ``None``: the default.
+
+    Returns a numpy array ``(len(runs),)`` of mean query accuracies.
     """
-    fn = "meta_train_eval_configs"
-    for m, a, lr, k in configs:
+    fn = "meta_train_eval_runs"
+    chunk = check_int(fn, "chunk", chunk)
+    names = list(splits)
+    for m, a, lr, k, s, _ in runs:
         check_choice(fn, "method", m, METHODS)
         check_positive(fn, "alpha", a)
-    k_max = max(int(k) for *_, k in configs)
-    if any(k_max % int(k) for *_, k in configs):
+        check_choice(fn, "split", s, names)
+        if lr < 0:
+            raise ValueError(f"{fn}: lr must be >= 0, got {lr}")
+    k_max = max(int(r[3]) for r in runs)
+    if any(k_max % int(r[3]) for r in runs):
         raise ValueError(f"{fn}: every k_shot must divide the largest one ({k_max})")
-    names = list(splits)
+    # chunks: one method and one training flag each, in the order of first appearance
+    groups: dict = {}
+    for i, (m, _, lr, *_) in enumerate(runs):
+        groups.setdefault((m, lr > 0), []).append(i)
+    order, cols = [], {k: [] for k in ("method", "train", "key", "alpha", "lr", "k_shot", "split")}
+    for (m, train), idx in groups.items():
+        for j in range(0, len(idx), chunk):
+            part = idx[j:j + chunk]
+            lanes = part + [part[0]] * (chunk - len(part))
+            order.append(part)
+            cols["method"].append(METHODS.index(m))
+            cols["train"].append(train)
+            cols["key"].append(jnp.stack([jax.random.key(int(runs[i][5])) for i in lanes]))
+            cols["alpha"].append([runs[i][1] for i in lanes])
+            cols["lr"].append([runs[i][2] for i in lanes])
+            cols["k_shot"].append([runs[i][3] for i in lanes])
+            cols["split"].append([names.index(runs[i][4]) for i in lanes])
+    c = {"method": jnp.asarray(cols["method"], jnp.int32), "train": jnp.asarray(cols["train"]),
+         "key": jnp.stack(cols["key"]), "alpha": jnp.asarray(cols["alpha"], jnp.float32),
+         "lr": jnp.asarray(cols["lr"], jnp.float32), "k_shot": jnp.asarray(cols["k_shot"], jnp.int32),
+         "split": jnp.asarray(cols["split"], jnp.int32)}
     tr = tuple(jnp.stack([splits[s]["train"][i] for s in names]) for i in range(3))
     te = tuple(jnp.stack([splits[s]["test"][i] for s in names]) for i in range(3))
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
-    cfg = {"method": jnp.asarray([METHODS.index(m) for m, *_ in configs], jnp.int32),
-           "alpha": jnp.asarray([a for _, a, _, _ in configs], jnp.float32),
-           "lr": jnp.asarray([lr for _, _, lr, _ in configs], jnp.float32),
-           "k_shot": jnp.asarray([k for *_, k in configs], jnp.int32)}
-    out = _digits_configs(keys, cfg, X, tr, te, n_way=n_way, k_max=k_max, k_query=k_query, hidden=hidden,
-                          steps=steps, test_steps=test_steps, num_steps=num_steps, meta_batch=meta_batch,
-                          eval_tasks=eval_tasks)
-    return np.asarray(out)
+    static = dict(n_way=n_way, k_max=k_max, k_query=k_query, hidden=hidden, steps=steps, test_steps=test_steps,
+                  num_steps=num_steps, meta_batch=meta_batch, eval_tasks=eval_tasks)
+    if opt_level is None:
+        acc = _digits_chunks(c, X, tr, te, **static)
+    else:
+        opt_level = check_int(fn, "opt_level", opt_level, minimum=0)
+        comp = _digits_chunks.lower(c, X, tr, te, **static).compile({"xla_backend_optimization_level": opt_level})
+        acc = comp(c, X, tr, te)
+    acc = np.asarray(acc)
+    out = np.empty(len(runs))
+    for part, row in zip(order, acc):
+        out[part] = row[:len(part)]
+    return out
