@@ -31,10 +31,11 @@ def _rel(a, b):
     return float(ml.tree_norm(ml.tree_sub(a, b)) / ml.tree_norm(b))
 
 
-@pytest.mark.parametrize("head_hidden,l2", [((), 0.1), ((5,), 0.0)])
-def test_masked_and_recursion_equal_core_anil_grad(head_hidden, l2):
-    loss = ex.head_loss(l2)
-    p, ep = _params(jax.random.key(0), head_hidden), _episode(jax.random.key(1))
+def test_masked_and_recursion_equal_core_anil_grad():
+    # nonconvex head (a hidden layer): the linear (SC) head is checked the same way in notebook 03
+    # (records ji2020-impl-check-*, asserted by test_claim3_implicit_limit_implementation)
+    loss = ex.head_loss(0.0)
+    p, ep = _params(jax.random.key(0), (5,)), _episode(jax.random.key(1))
     # one compiled program for the four computations (eagerly, every small operation compiles on its own)
     four = jax.jit(lambda p, ep: (ml.anil_grad(loss, p, ep, alpha=0.5, steps=2),
                                   ex.masked_anil_grad(loss, p, ep, 0.5, 2, 3),

@@ -78,6 +78,7 @@ def _xent_l2(head, fbatch, *, activation, l2):
     return val
 
 
+@functools.lru_cache(maxsize=32)
 def head_loss(l2: float = 0.0, activation: str = "tanh") -> ml.HeadLoss:
     r"""Classification loss of a body/head model with unit-norm features, as a ``mathlib.HeadLoss``.
 
@@ -87,6 +88,9 @@ def head_loss(l2: float = 0.0, activation: str = "tanh") -> ml.HeadLoss:
     $\lambda$-strongly convex and $(\frac12\cdot 2+\lambda)$-smooth: the softmax Hessian
     $\mathrm{diag}(p)-pp^\top\preceq\frac12I$ and $\frac1n\sum_j\|(z_j,1)\|^2=2$
     (claims 1-3, the (SC) case). With a hidden head layer and $\lambda=0$ it is nonconvex (NC).
+
+    Cached: equal arguments return the same object, so the jitted drivers, which take the loss as
+    a static argument, compile once per loss rather than once per call of ``head_loss``.
     """
     check_nonnegative("head_loss", "l2", l2)
     return ml.HeadLoss(
