@@ -53,8 +53,8 @@ def test_claim3_implicit_limit_implementation(executed):
 
 def test_claim3_implicit_limit_geometric_decay(executed):
     """Empirical claim: the body error and the head gradient decay geometrically, at a ratio within
-    25 % (in log) of the predicted one. At our sizes rho_phi and rho_h differ by 0.2 %, so this does
-    not separate them."""
+    25 % (in log) of the predicted one. At our sizes the slowest eigenvalue the body sees is within
+    1 % of the smallest one (recorded gap), so this does not separate rho_phi from rho_h."""
     r = executed("ji2020/03-implicit-gradient")
     assert r["ji2020-impl-err-nmax"] < 1e-2 * r["ji2020-impl-err-n1"]
     assert r["ji2020-impl-err-n10"] < r["ji2020-impl-err-n1"]
@@ -62,12 +62,14 @@ def test_claim3_implicit_limit_geometric_decay(executed):
     assert r["ji2020-impl-fit-body-maxdev"] < 0.25
     assert r["ji2020-impl-fit-head-maxdev"] < 0.25
     assert r["ji2020-impl-fit-body"] < 1.0
+    assert 0.0 <= r["ji2020-impl-mu-body-gap"] < 0.01  # the page's "cannot separate rho_phi from rho_h"
 
 
 def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     """Empirical claims (SC head): at a fixed alpha the final meta-loss falls monotonically in N and
     the head gradient vanishes; with alpha proportional to 1/N nothing depends on N (within 3 %);
-    the time-averaged squared gradient the theorem bounds does not fall with N at a fixed beta;
+    the time-averaged squared gradient the theorem bounds does not fall with N at a fixed beta; at
+    initialisation the largest Hessian eigenvalue of L_N grows from N = 1 to N = 4 with the body block;
     implementation check: every fitted rate in k of the running average is close to 1/k, as it must
     be once the accumulated sum of squared gradients has converged (not evidence about N)."""
     r = executed("ji2020/02-convergence")
@@ -79,21 +81,46 @@ def test_claim2_strongly_convex_effect_is_alpha_times_n(executed):
     assert abs(r["ji2020-conv-sc-scaled-ratio"] - 1.0) < 0.05
     assert r["ji2020-conv-sc-fixed-ratio"] > 1.1  # not faster by the theorem's measure
     assert r["ji2020-conv-sc-head-share-nmax"] < 0.01 * r["ji2020-conv-sc-head-share-n1"]
+    # theory page: at initialisation the curvature of L_N grows from N = 1 to N = 4, carried by the body block
+    assert r["ji2020-conv-sc-hess-n4"] > 1.2 * r["ji2020-conv-sc-hess-n1"]
+    assert r["ji2020-conv-sc-hess-body-n4"] > r["ji2020-conv-sc-hess-body-n1"]
+    assert r["ji2020-conv-sc-hess-head-n4"] < r["ji2020-conv-sc-hess-head-n1"] < r["ji2020-conv-sc-hess-body-n4"]
     # implementation check: k * (running average) is nondecreasing, so a converged sum gives slope -1
     assert -1.1 <= r["ji2020-conv-sc-rate-min"] <= r["ji2020-conv-sc-rate-median"] <= -0.8
 
 
 def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
-    """Empirical claim (NC head) over the short quick-mode horizon only: N = 16 reaches a lower
+    """Empirical claim (NC head) over the short horizon (short_steps outer steps, the quick-mode run's
+    length; full mode records the same ratios at that step of its longer run): N = 16 reaches a lower
     meta-loss than N = 1 at the same alpha and at a 3x larger alpha, and with alpha proportional to
-    1/N the final loss changes by less than 20 %; no run diverged. Over the full run the direction
-    reverses (N = 1 ends lower, the paper's direction), as the chapter says; that is not tested."""
+    1/N the loss changes by less than 20 %; no run diverged. Checked on the quick-mode records."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-nc-diverged"] == 0
+    assert r["ji2020-conv-nc-short-steps"] == r["ji2020-conv-steps"]  # in quick mode the sweep ends there
     assert r["ji2020-conv-nc-loss-fixed-ratio"] < 0.5
     assert r["ji2020-conv-nc-loss-large-ratio"] < 0.7
     assert 0.8 < r["ji2020-conv-nc-loss-scaled-ratio"] < 1.2
+    assert r["ji2020-conv-nc-short-fixed-ratio"] < 0.5
+    assert r["ji2020-conv-nc-short-large-ratio"] < 0.7
+    assert 0.8 < r["ji2020-conv-nc-short-scaled-ratio"] < 1.2
     assert r["ji2020-conv-nc-fixed-ratio"] < 1.0
+
+
+def test_claim2_nonconvex_slower_at_the_long_horizon(executed):
+    """Empirical claim (NC head) at the published run's length (long_steps outer steps): at the 3x
+    inner step and with alpha proportional to 1/N, N = 1 ends with a lower meta-loss than N = 16
+    (ratio of the medians over seeds above 1), the paper's direction. Quick mode computes this by a
+    separate run of those configurations from the first long_seeds initialisations of the published
+    run (full mode reads it from its sweep, over all seeds); this test checks the quick-mode records.
+    At the base inner step the long-horizon ratio is close to 1 and the seeds disagree, which the
+    chapter says; it is recorded, not asserted."""
+    r = executed("ji2020/02-convergence")
+    assert r["ji2020-conv-nc-long-steps"] > r["ji2020-conv-nc-short-steps"]
+    assert r["ji2020-conv-nc-long-seeds"] >= 3
+    assert r["ji2020-conv-nc-long-large-ratio"] > 1.0
+    assert r["ji2020-conv-nc-long-scaled-ratio"] > 1.0
+    # the reversal: the same comparisons favour N = 16 at the short horizon
+    assert r["ji2020-conv-nc-short-large-ratio"] < 1.0 < r["ji2020-conv-nc-long-large-ratio"]
 
 
 def test_claim4_anil_vs_maml(executed):

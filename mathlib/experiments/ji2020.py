@@ -78,6 +78,7 @@ def _xent_l2(head, fbatch, *, activation, l2):
     return val
 
 
+@functools.lru_cache(maxsize=32)
 def head_loss(l2: float = 0.0, activation: str = "tanh") -> ml.HeadLoss:
     r"""Classification loss of a body/head model with unit-norm features, as a ``mathlib.HeadLoss``.
 
@@ -87,6 +88,9 @@ def head_loss(l2: float = 0.0, activation: str = "tanh") -> ml.HeadLoss:
     $\lambda$-strongly convex and $(\frac12\cdot 2+\lambda)$-smooth: the softmax Hessian
     $\mathrm{diag}(p)-pp^\top\preceq\frac12I$ and $\frac1n\sum_j\|(z_j,1)\|^2=2$
     (claims 1-3, the (SC) case). With a hidden head layer and $\lambda=0$ it is nonconvex (NC).
+
+    Cached: equal arguments return the same object, so the jitted drivers, which take the loss as
+    a static argument, compile once per loss rather than once per call of ``head_loss``.
     """
     check_nonnegative("head_loss", "l2", l2)
     return ml.HeadLoss(
@@ -405,74 +409,15 @@ def _eval_metric(kind):
     return lambda pred, y: ml.mse(pred, y)
 
 
-def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, keys, *, alpha, steps: int,
-                 lr: float, num_steps: int, eval_every: int, activation: str = "relu"):
-    r"""Meta-train one method from several seeds (one compiled ``vmap``) and evaluate after adaptation.
-
-    ``method`` in ``{"anil", "maml", "anil_fo"}``: ANIL adapts the head only (``ml.anil_grad``,
-    ``ml.adapt_head``), MAML every parameter (``ml.maml_grad``, ``ml.adapt_gd``); both take the
-    same $N=$ ``steps`` inner steps of size ``alpha`` at training and at test time, the same Adam
-    step ``lr`` and the same number of outer steps. ``kind`` is ``"xent"`` (metric: accuracy) or
-    ``"mse"`` (metric: MSE). ``init_fn(key) -> params``; ``sample_train(key) -> Episode`` (batched).
-    ``eval_episodes`` is a fixed batched ``Episode`` of test tasks. Claim 4.
-
-    Returns:
-        ``(curves, per_task)``: ``curves`` of shape ``(seeds, evals)`` (mean metric over the test
-        tasks after adaptation, at steps ``0, eval_every, ...``) and ``per_task`` of shape
-        ``(seeds, tasks)`` at the end.
-    """
-    num_steps = check_int("compare_runs", "num_steps", num_steps)
-    eval_every = check_int("compare_runs", "eval_every", eval_every)
-    loss = ml.body_head_loss(kind, activation=activation)
-    est = _estimator(method, alpha, steps)
-    metric = _eval_metric(kind)
-    opt = optax.adam(lr)
-    n_evals = num_steps // eval_every
-
-    def evaluate(p):
-        def one(ep):
-            a = _adapt("maml" if method == "maml" else "anil", loss, p, ep.support, alpha, steps)
-            x, y = ep.query
-            return metric(ml.body_head_apply(a, x, activation), y)
-
-        return jax.vmap(one)(eval_episodes)
-
-    def run(key):
-        k_init, k_train = jax.random.split(key)
-        p = init_fn(k_init)
-        state = (p, opt.init(p))
-
-        def step(state, k):
-            p, s = state
-            g = ml.meta_gradient(est, loss, p, sample_train(k))
-            upd, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, upd), s), None
-
-        def chunk(state, ks):
-            snapshot = state[0]
-            state, _ = jax.lax.scan(step, state, ks)
-            return state, snapshot
-
-        ks = jax.random.split(k_train, n_evals * eval_every).reshape(n_evals, eval_every)
-        state, snaps = jax.lax.scan(chunk, state, ks)
-        return jax.tree_util.tree_map(lambda s, f: jnp.concatenate([s, f[None]]), snaps, state[0])
-
-    # Training returns the parameters at steps 0, eval_every, ..., num_steps; they are evaluated
-    # afterwards by one separately compiled function (inside the training program the evaluation was
-    # compiled twice, at the checkpoints and at the end), one snapshot at a time to bound memory.
-    snaps = jax.jit(jax.vmap(run))(keys)                                   # leaves (seeds, evals + 1, ...)
-    n_seeds = len(keys)
-    flat = jax.tree_util.tree_map(lambda x: x.reshape(n_seeds * (n_evals + 1), *x.shape[2:]), snaps)
-    scores = np.asarray(jax.jit(lambda f: jax.lax.map(evaluate, f))(flat)).reshape(n_seeds, n_evals + 1, -1)
-    return scores.mean(axis=-1), scores[:, -1]
-
-
 @functools.lru_cache(maxsize=16)
-def _meta_step(method: str, kind: str, alpha, steps: int, activation: str):
-    """One jitted meta-step (meta-gradient over a batch + Adam update), compiled once per configuration."""
+def _meta_step(method: str, kind: str, alpha: float, steps: int, activation: str, lr: float = 1e-3):
+    """One jitted meta-step (meta-gradient over a batch + Adam update), compiled once per configuration.
+
+    The same compiled function trains (:func:`compare_runs`) and is timed (:func:`time_meta_step`).
+    """
     loss = ml.body_head_loss(kind, activation=activation)
     est = _estimator(method, alpha, steps)
-    opt = optax.adam(1e-3)
+    opt = optax.adam(lr)
 
     @jax.jit
     def step(p, s, episodes):
@@ -483,18 +428,86 @@ def _meta_step(method: str, kind: str, alpha, steps: int, activation: str):
     return step, opt
 
 
+@functools.lru_cache(maxsize=16)
+def _evaluator(method: str, kind: str, alpha: float, steps: int, activation: str):
+    """Jitted ``(params, episodes) -> metric per task`` after ``steps`` inner steps (head only for ANIL)."""
+    loss = ml.body_head_loss(kind, activation=activation)
+    metric = _eval_metric(kind)
+    adapt = "maml" if method == "maml" else "anil"
+
+    def one(p, ep):
+        a = _adapt(adapt, loss, p, ep.support, alpha, steps)
+        x, y = ep.query
+        return metric(ml.body_head_apply(a, x, activation), y)
+
+    return jax.jit(lambda p, eps: jax.vmap(lambda ep: one(p, ep))(eps))
+
+
+_JITTED: dict = {}
+
+
+def _jitted(fn):
+    """One ``jax.jit`` wrapper per Python function (a sampler passed to several runs compiles once)."""
+    if fn not in _JITTED:
+        _JITTED[fn] = jax.jit(fn)
+    return _JITTED[fn]
+
+
+def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, keys, *, alpha, steps: int,
+                 lr: float, num_steps: int, eval_every: int, activation: str = "relu"):
+    r"""Meta-train one method from several seeds and evaluate after adaptation.
+
+    ``method`` in ``{"anil", "maml", "anil_fo"}``: ANIL adapts the head only (``ml.anil_grad``,
+    ``ml.adapt_head``), MAML every parameter (``ml.maml_grad``, ``ml.adapt_gd``); both take the
+    same $N=$ ``steps`` inner steps of size ``alpha`` at training and at test time, the same Adam
+    step ``lr`` and the same number of outer steps. ``kind`` is ``"xent"`` (metric: accuracy) or
+    ``"mse"`` (metric: MSE). ``init_fn(key) -> params``; ``sample_train(key) -> Episode`` (batched).
+    ``eval_episodes`` is a fixed batched ``Episode`` of test tasks. Claim 4.
+
+    Each outer step calls one jitted meta-step, the very function :func:`time_meta_step` times
+    (compiled once per configuration and shared by the two), on episodes drawn by ``sample_train``
+    (jitted once per function object); seeds run one after the other. One compiled program per
+    method was twice as slow to compile and, vmapped over seeds, slower to run on CPU.
+
+    Returns:
+        ``(curves, per_task)``: ``curves`` of shape ``(seeds, evals)`` (mean metric over the test
+        tasks after adaptation, at steps ``0, eval_every, ...``) and ``per_task`` of shape
+        ``(seeds, tasks)`` at the end.
+    """
+    num_steps = check_int("compare_runs", "num_steps", num_steps)
+    eval_every = check_int("compare_runs", "eval_every", eval_every)
+    step, opt = _meta_step(method, kind, float(alpha), steps, activation, float(lr))
+    evaluate = _evaluator(method, kind, float(alpha), steps, activation)
+    sample, init = _jitted(sample_train), _jitted(init_fn)
+    n_evals = num_steps // eval_every
+    scores = []
+    for key in keys:
+        k_init, k_train = jax.random.split(key)
+        p = init(k_init)
+        s = opt.init(p)
+        ks = jax.random.split(k_train, n_evals * eval_every)
+        seed_scores = [evaluate(p, eval_episodes)]
+        for i in range(n_evals * eval_every):
+            p, s = step(p, s, sample(ks[i]))
+            if (i + 1) % eval_every == 0:
+                seed_scores.append(evaluate(p, eval_episodes))
+        scores.append(np.stack([np.asarray(x) for x in seed_scores]))
+    scores = np.stack(scores)                                                # (seeds, evals + 1, tasks)
+    return scores.mean(axis=-1), scores[:, -1]
+
+
 def time_meta_step(method: str, kind: str, params, episodes, *, alpha, steps: int, repeats: int = 20,
-                   activation: str = "relu"):
+                   activation: str = "relu", lr: float = 1e-3):
     r"""Wall-clock seconds of one jitted meta-step (meta-gradient over the batch + Adam update).
 
-    Compiled on the first call for a configuration (not timed; later calls with the same
-    configuration and shapes reuse it); then the **minimum** over ``repeats`` calls, each synchronised with
+    The meta-step is the one :func:`compare_runs` trains with (same configuration and shapes: no
+    new compilation); otherwise it compiles on the first call (not timed); then the **minimum** over ``repeats`` calls, each synchronised with
     ``block_until_ready``: on a shared machine other processes only ever add time, so the minimum
     estimates the uncontended cost (medians were dominated by contention in our runs). Compare
     ratios measured side by side. Claim 4.
     """
     repeats = check_int("time_meta_step", "repeats", repeats)
-    step, opt = _meta_step(method, kind, float(alpha), steps, activation)
+    step, opt = _meta_step(method, kind, float(alpha), steps, activation, float(lr))
     s = opt.init(params)
     jax.block_until_ready(step(params, s, episodes))  # compiles on the first call for these shapes
     ts = []
