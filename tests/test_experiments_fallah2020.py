@@ -111,3 +111,37 @@ def test_step_rule_runs_argument_checks(cosine):
         ex.step_rule_runs(tasks, ml.cosine_loss, 0.1, L, rho, jnp.zeros((1, 2)), 5, c=1.0, beta=0.1)
     with pytest.raises(ValueError):
         ex.det_theorem_count_bound(np.ones(3), np.ones(3), np.ones(3), 1.0, 1.0, 0.5, 1.0, 0.1)
+
+
+@pytest.fixture(scope="module")
+def logistic_family():
+    loss, data, L, rho = ex.logistic_meta_family(jax.random.key(5), 4, 30, 3)
+    return loss, data, L, rho
+
+
+def test_logistic_direction_equals_core_estimators(logistic_family):
+    """logistic_direction with (c_maml, c_hf) = (1,0), (0,1), (0,0) is maml_grad (independent D_h), hf_maml_target_grad
+    and fomaml_grad; with full-data batches its task mean is exact_meta_gradient; the HF direction is within eps of
+    MAML's (derived rule, rho valid for any sub-batch)."""
+    loss, data, L, rho = logistic_family
+    alpha = 0.5 / L
+    x, y = data
+    ep = ml.Episode((x[0, :8], y[0, :8]), (x[0, 8:16], y[0, 8:16]), (x[0, 16:24], y[0, 16:24]))
+    w = jnp.array([0.3, -1.0, 2.0])
+    eps = 1e-4
+    maml = ex.logistic_direction(loss, w, ep, alpha, eps, rho, 1.0, 0.0)
+    hf = ex.logistic_direction(loss, w, ep, alpha, eps, rho, 0.0, 1.0)
+    fo = ex.logistic_direction(loss, w, ep, alpha, eps, rho, 0.0, 0.0)
+    np.testing.assert_allclose(maml, ml.maml_grad(loss, w, ep, alpha), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(hf, ex.hf_maml_target_grad(loss, w, ep, alpha, eps, rho), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(fo, ml.fomaml_grad(loss, w, ep, alpha), rtol=1e-12, atol=1e-14)
+    assert float(jnp.linalg.norm(hf - maml)) <= eps
+    exact = ex._logistic_exact_grad(loss, w, data, alpha)
+    np.testing.assert_allclose(exact, ml.exact_meta_gradient(loss, w, data, alpha), rtol=1e-12, atol=1e-14)
+
+
+def test_logistic_runs_argument_checks(logistic_family):
+    loss, data, L, rho = logistic_family
+    keys = jax.random.split(jax.random.key(0), 1)
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        ex.logistic_stochastic_runs(loss, data, 0.1, 0.1, rho, 1e-3, [2], 4, 15, 10, keys)
