@@ -306,8 +306,8 @@ def test_claim_logistic_fomaml_stalls(executed):
 
 
 def test_claim_logistic_inner_bias_below_plateau(executed):
-    """Empirical: the inner-step bias of MAML (independent D_h, non-quadratic loss), which no B removes, is at least
-    three times below MAML's smallest plateau even at its upper 3-standard-error limit."""
+    """Empirical: the inner-step bias of MAML (independent D_h, non-quadratic loss), which no B removes, is at most
+    half of MAML's smallest plateau even at its upper 3-standard-error limit."""
     r = executed("fallah2020/07-logistic-stochastic")
     upper = r["fallah2020-log-inner-bias"] + 3 * r["fallah2020-log-inner-bias-se"]
-    assert upper <= r["fallah2020-log-maml-plateau-bmax"] / 3
+    assert upper <= r["fallah2020-log-maml-plateau-bmax"] / 2
