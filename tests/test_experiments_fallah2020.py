@@ -145,3 +145,32 @@ def test_logistic_runs_argument_checks(logistic_family):
     keys = jax.random.split(jax.random.key(0), 1)
     with pytest.raises(ValueError, match="multiple of eval_every"):
         ex.logistic_stochastic_runs(loss, data, 0.1, 0.1, rho, 1e-3, [2], 4, 15, 10, keys)
+
+
+def test_one_step_correction_equals_core_estimators():
+    """The sinusoid runs' directions v - alpha c (_one_step_correction) are the core maml_grad (autodiff, and with an
+    independent Hessian batch), hf_maml_grad (delta_rule="per_task") and fomaml_grad, task by task."""
+    import functools
+
+    loss = functools.partial(ml.mlp_mse_loss, activation="tanh")
+    p = ml.init_mlp(jax.random.key(0), (1, 8, 8, 1), activation="tanh", dtype=jnp.float64)
+    ep = ml.sample_sinusoid_episodes(jax.random.key(1), 3, 5, 5, k_hessian=6, dtype=jnp.float64)
+    alpha, delta = 0.05, 1e-3
+    g = jax.grad(loss)
+    for i in range(3):
+        sup, qry, hes = (jax.tree_util.tree_map(lambda x: x[i], b) for b in (ep.support, ep.query, ep.hessian))
+        v = g(jax.tree_util.tree_map(lambda a, b: a - alpha * b, p, g(p, sup)), qry)
+
+        def direction(method, kh):
+            c = ex._one_step_correction(loss, p, sup, hes, v, method=method, k_hessian=kh, delta=delta)
+            return jax.tree_util.tree_map(lambda a, b: a - alpha * b, v, c)
+
+        h4 = jax.tree_util.tree_map(lambda x: x[:4], hes)
+        pairs = [(direction("maml", 0), ml.maml_grad(loss, p, ml.Episode(sup, qry, None), alpha)),
+                 (direction("maml", 4), ml.maml_grad(loss, p, ml.Episode(sup, qry, h4), alpha)),
+                 (direction("hf_maml", 0), ml.hf_maml_grad(loss, p, ml.Episode(sup, qry, None), alpha, delta,
+                                                           delta_rule="per_task")),
+                 (direction("fomaml", 0), ml.fomaml_grad(loss, p, ml.Episode(sup, qry, None), alpha))]
+        for got, want in pairs:
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

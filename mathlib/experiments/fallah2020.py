@@ -714,16 +714,40 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
         raise type(err)(str(err).replace("sinusoid_runs_series", fn)) from None
 
 
+def _one_step_correction(loss, params, support, hessian, v, *, method, k_hessian, delta):
+    r"""The term $c$ of a one-step direction $v-\alpha c$, $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$.
+
+    ``"maml"``: $c=\nabla^2f(w;\mathcal D)v$ (exact HVP) with $\mathcal D=\mathcal D_{in}$ if ``k_hessian == 0`` (then
+    $v-\alpha c$ is :func:`mathlib.maml_grad` with ``hessian=None``, the autodiff gradient) or the first ``k_hessian``
+    points of the independent batch; ``"hf_maml"``: the central difference with a perturbation of length ``delta``
+    (:func:`mathlib.hf_maml_grad`, ``delta_rule="per_task"``) on the same choice of batch; ``"fomaml"``: $c=0$.
+    ``tests/test_experiments_fallah2020.py`` checks each against the core estimator.
+    """
+    batch = support if k_hessian == 0 else jax.tree_util.tree_map(lambda x: x[:k_hessian], hessian)
+    if method == "maml":
+        return hvp(loss, params, batch, v)
+    if method == "hf_maml":
+        from mathlib._core import tree_norm
+
+        nv = tree_norm(v)
+        return fd_hvp(loss, params, batch, v, delta / jnp.where(nv > 0, nv, 1.0), scheme="central")
+    return jax.tree_util.tree_map(jnp.zeros_like, v)
+
+
 def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int, alpha: float = 0.01,
                          lr: float = 1e-3, num_tasks: int = 25, k_shot: int = 10, hidden=(40, 40),
                          eval_tasks: int = 100, activation: str = "tanh"):
     r"""Several :func:`sinusoid_runs` series from one compiled program.
 
     ``series`` maps a name to ``(method, k_hessian)`` or ``(method, k_hessian, delta)`` (``delta``
-    for ``"hf_maml"``, default ``1e-2``). The series are looped (``lax.map``) and a ``lax.switch``
-    on the series index samples the step's episodes and evaluates the series' estimator, so each
-    step runs only its own branch; every draw is the one :func:`sinusoid_runs` makes for the same
-    key. Claim 6.
+    for ``"hf_maml"``, default ``1e-2``). Every series draws the same episodes for the same key
+    (common random numbers; the Hessian points are drawn for all, ``max k_hessian`` of them, and used
+    by the series that ask for them). The direction of a task is $v-\alpha c$ with
+    $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$ computed once and the series' correction $c$
+    (:func:`_one_step_correction`: exact HVP for MAML, central difference for HF-MAML, none for FO-MAML)
+    chosen by a ``lax.switch`` on the series index; the series are looped (``lax.map``), so each step
+    runs only its own branch. One small branch per series instead of one whole estimator per series
+    keeps the compiled program small (compilation dominated the cost of this function). Claim 6.
 
     Returns:
         dict name -> numpy array (len(keys), num_steps // eval_every + 1) of evaluation losses.
@@ -731,7 +755,6 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
     from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
     import optax
 
-    from mathlib._estimators import make_estimator, meta_gradient
     from mathlib._inner import adapt_gd
     from mathlib._models import init_mlp
     from mathlib._models import mlp_mse_loss as _mlp_mse_loss
@@ -749,20 +772,27 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
     def mlp_mse_loss(p, batch):
         return _mlp_mse_loss(p, batch, activation=activation)
 
-    def branch(spec):
+    specs = []
+    for spec in series.values():
         method, k_hessian, *rest = spec
         check_choice(fn, "method", method, ("maml", "fomaml", "hf_maml"))
-        delta = rest[0] if rest else 1e-2
-        hyper = {"delta": delta, "delta_rule": "per_task"} if method == "hf_maml" else {}
-        est = make_estimator(method, alpha=alpha, **hyper)
+        specs.append((method, check_int(fn, "k_hessian", k_hessian, minimum=0), float(rest[0]) if rest else 1e-2))
+    kh_max = max(k for _, k, _ in specs)
+    branches = [functools.partial(_one_step_correction, mlp_mse_loss, method=m, k_hessian=k, delta=d)
+                for m, k, d in specs]
 
-        def grad(k, p):
-            ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
-            return meta_gradient(est, mlp_mse_loss, p, ep)
+    def grad(v, k, p):
+        # every series draws the same tasks and points (common random numbers); only the correction differs
+        ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=kh_max)
+        hes = ep.support if ep.hessian is None else ep.hessian
+        g = jax.grad(mlp_mse_loss)
 
-        return grad
+        def task(sup, qry, h):
+            vq = g(jax.tree_util.tree_map(lambda a, b: a - alpha * b, p, g(p, sup)), qry)
+            corr = jax.lax.switch(v, branches, p, sup, h, vq)
+            return jax.tree_util.tree_map(lambda a, b: a - alpha * b, vq, corr)
 
-    branches = [branch(spec) for spec in series.values()]
+        return jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), jax.vmap(task)(ep.support, ep.query, hes))
 
     def post_adapt(params):
         def one(sup, qry):
@@ -777,8 +807,7 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
 
         def step(state, k):
             p, s = state
-            g = jax.lax.switch(v, branches, k, p)
-            upd, s = opt.update(g, s, p)
+            upd, s = opt.update(grad(v, k, p), s, p)
             return (optax.apply_updates(p, upd), s), None
 
         def chunk(state, ks):
@@ -791,9 +820,10 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
 
     def all_series(keys):
         # the series index is a scalar inside lax.map (not vmapped): each switch runs one branch
-        return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(branches)))
+        return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(specs)))
 
-    out = np.asarray(_compile(all_series, keys)(keys))
+    with jax.threefry_partitionable(False):  # compiles faster on CPU (same distributions, other draws)
+        out = np.asarray(_compile(all_series, keys)(keys))
     res = {}
     for name, o in zip(series, out):
         if not np.all(np.isfinite(o)):
