@@ -316,22 +316,31 @@ def correlated_linreg_tasks(key, num_tasks: int, dim: int, *, spread: float = 1.
     Cauchy--Schwarz maximum, so the floor stands out from the sampling noise at moderate batch
     sizes. Returns a batched :class:`mathlib.LinRegTask`.
     """
-    from mathlib._synthetic import LinRegTask
-
     fn = "correlated_linreg_tasks"
     num_tasks = check_int(fn, "num_tasks", num_tasks)
     dim = check_int(fn, "dim", dim)
     dtype = jnp.result_type(float) if dtype is None else dtype
-    kq, kl, kj = jax.random.split(key, 3)
-    q, r = jnp.linalg.qr(jax.random.normal(kq, (dim, dim), dtype))
-    q = q * jnp.sign(jnp.diagonal(r))[None, :]
     lo, hi = eig_range
-    lam = jax.random.uniform(kl, (num_tasks, dim), dtype, minval=lo, maxval=hi)
-    mid, sd = 0.5 * (lo + hi), (hi - lo) / np.sqrt(12.0)
-    th = -spread * (lam - mid) / sd + jitter * jax.random.normal(kj, (num_tasks, dim), dtype)
-    cov = jnp.einsum("ij,nj,kj->nik", q, lam, q)
-    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-    return LinRegTask(th @ q.T, cov, jnp.linalg.cholesky(cov), jnp.full((num_tasks,), noise_std, dtype))
+    # one compiled program instead of a dozen eagerly compiled operations (same values)
+    return _correlated_program(num_tasks, dim, jnp.dtype(dtype))(key, spread, float(lo), float(hi), noise_std, jitter)
+
+
+@functools.lru_cache(maxsize=None)
+def _correlated_program(num_tasks, dim, dtype):
+    from mathlib._synthetic import LinRegTask
+
+    def make(key, spread, lo, hi, noise_std, jitter):
+        kq, kl, kj = jax.random.split(key, 3)
+        q, r = jnp.linalg.qr(jax.random.normal(kq, (dim, dim), dtype))
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        lam = jax.random.uniform(kl, (num_tasks, dim), dtype, minval=lo, maxval=hi)
+        mid, sd = 0.5 * (lo + hi), (hi - lo) / np.sqrt(12.0)
+        th = -spread * (lam - mid) / sd + jitter * jax.random.normal(kj, (num_tasks, dim), dtype)
+        cov = jnp.einsum("ij,nj,kj->nik", q, lam, q)
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        return LinRegTask(th @ q.T, cov, jnp.linalg.cholesky(cov), jnp.full((num_tasks,), noise_std, dtype))
+
+    return jax.jit(make)
 
 
 def stochastic_runs(method: str, tasks, alpha, beta, batch_sizes, n_in: int, n_out: int, n_hess,
@@ -365,16 +374,17 @@ def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: 
     ``series`` maps a name to ``(method, n_hess)`` or ``(method, n_hess, hessian_batch)``. Each step
     samples $B$ tasks uniformly (with replacement) from the finite family ``tasks`` (a batched
     :class:`mathlib.LinRegTask`) and, per task, fresh Gaussian data batches of sizes $D_{in}$,
-    $D_o$ and $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean of the
-    core per-task estimator (``mathlib.ESTIMATORS``, vmapped) over the $B$ tasks; the outer step is
-    SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
+    $D_o$ and $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean over the
+    $B$ tasks of the per-task direction :func:`_linreg_direction` (equal to the core
+    :func:`mathlib.maml_grad`, :func:`mathlib.hf_maml_grad`, :func:`mathlib.fomaml_grad`; series with the same
+    Hessian batch share one compiled body with traced coefficients); the outer step is SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
     (:func:`mathlib.linreg_maml_grad`) is recorded at every step. Claim 3.
 
     One compiled program covers every series, batch size and seed (a ``vmap`` over the seeds;
     the runs of one seed with different $B$ share a pool of $\sum B$ task slots per step, each
     run averaging its own $B$ fresh tasks). Every series uses the same keys, so its task draws
     and its $D_{in}$, $D_o$ draws coincide with another series' whenever their Hessian batches
-    have the same size (common random numbers). The exact gradient is affine in $w$,
+    have the same size, FO-MAML's with the first series that has an independent one (common random numbers). The exact gradient is affine in $w$,
     $\nabla F(w)=Aw-b$, with $A$ and $b$ taken once from the closed form. The program is traced with
     JAX's non-partitionable threefry, which compiles several times faster on CPU than the default
     (same distributions, other draws).
@@ -419,34 +429,53 @@ def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: 
     return res
 
 
+def _linreg_direction(w, ep, alpha, delta, c_maml, c_hf):
+    r"""One task's direction $v-\alpha[c_{maml}\nabla^2f(w;\mathcal D_h)v+c_{hf}\,d_\delta]$ on least squares.
+
+    $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$, the exact product by :func:`mathlib._fd.hvp`, $d_\delta$
+    the central difference (:func:`mathlib._fd.fd_hvp`, fixed ``delta``), both on ``ep.hessian``. $(1,0)$ is
+    :func:`mathlib.maml_grad`, $(0,1)$ :func:`mathlib.hf_maml_grad`, $(0,0)$ :func:`mathlib.fomaml_grad` (checked in
+    ``tests/test_experiments_fallah2020.py``); one traced formula lets one compiled body serve all three.
+    """
+    from mathlib._synthetic import mse_loss
+
+    g = jax.grad(mse_loss)
+    v = g(w - alpha * g(w, ep.support), ep.query)
+    if ep.hessian is None:  # only FO-MAML in this group
+        return v
+    h = hvp(mse_loss, w, ep.hessian, v)
+    f = fd_hvp(mse_loss, w, ep.hessian, v, delta, scheme="central")
+    return v - alpha * (c_maml * h + c_hf * f)
+
+
+def _variant_groups(variants):
+    """Group variants that can share one compiled body: same Hessian batch (size, or reuse of D_o).
+
+    FO-MAML ignores the Hessian batch and joins the first group with an independent one (its draws of
+    $\mathcal D_{in}$, $\mathcal D_o$ then coincide with that group's: common random numbers)."""
+    groups = {}
+    host = next(((nh, False) for m, nh, q in variants if m != "fomaml" and not q), None)
+    for j, (m, nh, q) in enumerate(variants):
+        key = (host if host is not None else (None, False)) if m == "fomaml" else (nh, q)
+        groups.setdefault(key, []).append(j)
+    return groups
+
+
 @functools.lru_cache(maxsize=None)
 def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
     from mathlib._core import Episode
-    from mathlib._estimators import ESTIMATORS
-    from mathlib._synthetic import linreg_maml_grad, mse_loss, sample_regression_episodes
+    from mathlib._synthetic import linreg_maml_grad, sample_regression_episodes
 
     # every batch size B of a seed draws its own B tasks: one pool of sum(B) slots per step,
     # slot j belongs to the run owner[j]
     owner = np.repeat(np.arange(len(bs)), bs)
     n_slots = int(owner.size)
     inv_b = 1.0 / np.asarray(bs, np.float64)
+    groups = _variant_groups(variants)
+    coefs = {m: c for m, c in (("maml", (1.0, 0.0)), ("hf_maml", (0.0, 1.0)), ("fomaml", (0.0, 0.0)))}
 
-    def branch(variant):
-        method, nh, hess_is_query = variant
-
-        def estimate(w, ep, alpha, delta):  # one task; alpha, delta are traced
-            if hess_is_query:
-                ep = Episode(ep.support, ep.query, ep.query)
-            elif nh is None:
-                ep = Episode(ep.support, ep.query, None)
-            hyper = {"alpha": alpha, "delta": delta} if method == "hf_maml" else {"alpha": alpha}
-            return ESTIMATORS[method](mse_loss, w, ep, **hyper)
-
-        return estimate
-
-    def one(variant, tasks, alpha, beta, delta, key):
-        estimate = branch(variant)
-        nh = None if variant[0] == "fomaml" or variant[2] else variant[1]
+    def one(group, tasks, alpha, beta, delta, coef, key):
+        nh, hess_is_query = group
         n_tasks, d = tasks.theta.shape
         dt = tasks.theta.dtype
         # the exact population gradient is affine in w: grad F(w) = A w - b, A and b from the core closed form
@@ -459,8 +488,10 @@ def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
         def body(w, k):  # w: (len(bs), d), one iterate per batch size
             k1, k2 = jax.random.split(k)
             sub = _take_tasks(tasks, jax.random.randint(k1, (n_slots,), 0, n_tasks))
-            ep = sample_regression_episodes(k2, sub, n_in, n_out, nh)
-            est = jax.vmap(lambda wj, e: estimate(wj, e, alpha, delta))(w[own], ep)
+            ep = sample_regression_episodes(k2, sub, n_in, n_out, None if hess_is_query else nh)
+            if hess_is_query:
+                ep = Episode(ep.support, ep.query, ep.query)
+            est = jax.vmap(lambda wj, e: _linreg_direction(wj, e, alpha, delta, coef[0], coef[1]))(w[own], ep)
             g = jax.ops.segment_sum(est, own, num_segments=len(bs)) * scale
             return w - beta * g, jnp.linalg.norm(w @ A.T - b, axis=-1)
 
@@ -468,10 +499,15 @@ def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
         return jax.lax.scan(body, w0, jax.random.split(key, num_steps))[1].T  # (len(bs), num_steps)
 
     def all_series(tasks, alpha, beta, delta, keys):
-        outs = []
-        for v in variants:
-            f = jax.vmap(functools.partial(one, v), in_axes=(None, None, None, None, 0))
-            outs.append(jnp.swapaxes(f(tasks, alpha, beta, delta, keys), 0, 1))  # (len(bs), seeds, steps)
+        outs = [None] * len(variants)
+        dt = tasks.theta.dtype
+        for group, idx in groups.items():
+            coef = jnp.asarray([coefs[variants[j][0]] for j in idx], dt)  # (series in group, 2)
+            f = jax.vmap(jax.vmap(functools.partial(one, group), in_axes=(None, None, None, None, None, 0)),
+                         in_axes=(None, None, None, None, 0, None))
+            out = f(tasks, alpha, beta, delta, coef, keys)  # (series, seeds, len(bs), steps)
+            for r, j in enumerate(idx):
+                outs[j] = jnp.swapaxes(out[r], 0, 1)  # (len(bs), seeds, steps)
         return jnp.stack(outs)
 
     return jax.jit(all_series)
