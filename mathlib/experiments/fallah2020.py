@@ -52,16 +52,6 @@ __all__ = [
 ]
 
 
-#: XLA options for the large one-off programs of this chapter (CPU): compilation, not execution, dominates their
-#: cost at quick-mode sizes, so the expensive LLVM passes are skipped. Results are the same computations.
-FAST_COMPILE = {}
-
-
-def _compile(fn, *args):
-    """``jax.jit(fn)`` lowered for ``args`` and compiled with :data:`FAST_COMPILE` (one call, one compilation)."""
-    return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE or None)
-
-
 # =============================================================================== claim 1
 #: $\max_z|\sigma''(z)|=1/(6\sqrt3)$ for the logistic sigmoid $\sigma$ (third derivative of the loss).
 SIGMOID_D2_MAX = 1.0 / (6.0 * np.sqrt(3.0))
@@ -859,7 +849,7 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
         return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(specs)))
 
     with jax.threefry_partitionable(False):  # compiles faster on CPU (same distributions, other draws)
-        out = np.asarray(_compile(all_series, keys)(keys))
+        out = np.asarray(jax.jit(all_series)(keys))
     res = {}
     for name, o in zip(series, out):
         if not np.all(np.isfinite(o)):
