@@ -276,3 +276,38 @@ def test_claim_hf_direction_smooth_vs_relu(executed):
     assert r["fallah2020-sin-fd-tanh-2"] < 1e-4
     assert r["fallah2020-sin-fd-tanh-4"] < 1e-8
     assert max(r["fallah2020-sin-fd-relu-2"], r["fallah2020-sin-fd-relu-4"]) > 1e-2
+
+
+# ------------------------------------------------------------------ 07: stochastic, non-quadratic (logistic)
+def test_claim_logistic_plateau_one_over_sqrt_b(executed):
+    """Empirical: on logistic tasks (non-quadratic, stochastic D_in, D_o, D_h) MAML's and HF-MAML's plateaus of the
+    exact |grad F| fall like 1/sqrt(B)."""
+    r = executed("fallah2020/07-logistic-stochastic")
+    assert -0.65 <= r["fallah2020-log-maml-slope"] <= -0.35
+    assert -0.65 <= r["fallah2020-log-hfmaml-slope"] <= -0.35
+
+
+def test_claim_logistic_hf_reaches_maml_level(executed):
+    """Empirical: HF-MAML with the derived delta (central differences, not exact on logistic losses) reaches MAML's
+    plateau within 5% at every B and seed."""
+    r = executed("fallah2020/07-logistic-stochastic")
+    assert 0.95 <= r["fallah2020-log-hf-maml-ratio-min"] <= r["fallah2020-log-hf-maml-ratio-max"] <= 1.05
+
+
+def test_claim_logistic_fomaml_stalls(executed):
+    """Empirical: FO-MAML's plateau flattens (slope over the upper half of B shallower than -0.35) onto its
+    full-batch floor (>= 0.9 times it) and sits >= 1.5 times above MAML's at the largest B, where MAML is below the
+    floor."""
+    r = executed("fallah2020/07-logistic-stochastic")
+    assert r["fallah2020-log-fomaml-slope-top"] > -0.35
+    assert r["fallah2020-log-fo-ratio-bmax"] >= 0.9
+    assert r["fallah2020-log-fo-maml-ratio-bmax"] >= 1.5
+    assert r["fallah2020-log-maml-floor-ratio-bmax"] < 1.0
+
+
+def test_claim_logistic_inner_bias_below_plateau(executed):
+    """Empirical: the inner-step bias of MAML (independent D_h, non-quadratic loss), which no B removes, is at most
+    half of MAML's smallest plateau even at its upper 3-standard-error limit."""
+    r = executed("fallah2020/07-logistic-stochastic")
+    upper = r["fallah2020-log-inner-bias"] + 3 * r["fallah2020-log-inner-bias-se"]
+    assert upper <= r["fallah2020-log-maml-plateau-bmax"] / 2

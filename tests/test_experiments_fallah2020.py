@@ -111,3 +111,92 @@ def test_step_rule_runs_argument_checks(cosine):
         ex.step_rule_runs(tasks, ml.cosine_loss, 0.1, L, rho, jnp.zeros((1, 2)), 5, c=1.0, beta=0.1)
     with pytest.raises(ValueError):
         ex.det_theorem_count_bound(np.ones(3), np.ones(3), np.ones(3), 1.0, 1.0, 0.5, 1.0, 0.1)
+
+
+@pytest.fixture(scope="module")
+def logistic_family():
+    loss, data, L, rho = ex.logistic_meta_family(jax.random.key(5), 4, 30, 3)
+    return loss, data, L, rho
+
+
+def test_logistic_direction_equals_core_estimators(logistic_family):
+    """logistic_direction with (c_maml, c_hf) = (1,0), (0,1), (0,0) is maml_grad (independent D_h), hf_maml_target_grad
+    and fomaml_grad; with full-data batches its task mean is exact_meta_gradient; the HF direction is within eps of
+    MAML's (derived rule, rho valid for any sub-batch). One jitted program (eager calls compile op by op)."""
+    loss, data, L, rho = logistic_family
+    alpha, eps = 0.5 / L, 1e-4
+
+    @jax.jit
+    def pairs(data, w):
+        x, y = data
+        ep = ml.Episode((x[0, :8], y[0, :8]), (x[0, 8:16], y[0, 8:16]), (x[0, 16:24], y[0, 16:24]))
+        d = lambda cm, ch: ex.logistic_direction(loss, w, ep, alpha, eps, rho, cm, ch)  # noqa: E731
+        return [(d(1.0, 0.0), ml.maml_grad(loss, w, ep, alpha)),
+                (d(0.0, 1.0), ex.hf_maml_target_grad(loss, w, ep, alpha, eps, rho)),
+                (d(0.0, 0.0), ml.fomaml_grad(loss, w, ep, alpha)),
+                (ex._logistic_exact_grad(loss, w, data, alpha), ml.exact_meta_gradient(loss, w, data, alpha)),
+                (jnp.linalg.norm(d(0.0, 1.0) - d(1.0, 0.0)), jnp.asarray(eps))]
+
+    out = pairs(data, jnp.array([0.3, -1.0, 2.0]))
+    for got, want in out[:4]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert float(out[4][0]) <= eps
+
+
+def test_logistic_runs_argument_checks(logistic_family):
+    loss, data, L, rho = logistic_family
+    keys = jax.random.split(jax.random.key(0), 1)
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        ex.logistic_stochastic_runs(loss, data, 0.1, 0.1, rho, 1e-3, [2], 4, 15, 10, keys)
+
+
+def test_one_step_correction_equals_core_estimators():
+    """The sinusoid runs' directions v - alpha c (_one_step_correction) are the core maml_grad (autodiff, and with an
+    independent Hessian batch), hf_maml_grad (delta_rule="per_task") and fomaml_grad (one jitted program)."""
+    import functools
+
+    loss = functools.partial(ml.mlp_mse_loss, activation="tanh")
+    p = ml.init_mlp(jax.random.key(0), (1, 8, 8, 1), activation="tanh", dtype=jnp.float64)
+    ep = ml.sample_sinusoid_episodes(jax.random.key(1), 1, 5, 5, k_hessian=6, dtype=jnp.float64)
+    ep = jax.tree_util.tree_map(lambda x: x[0], ep)
+    alpha, delta = 0.05, 1e-3
+
+    @jax.jit
+    def pairs(p, sup, qry, hes):
+        g = jax.grad(loss)
+        v = g(jax.tree_util.tree_map(lambda a, b: a - alpha * b, p, g(p, sup)), qry)
+
+        def direction(method, kh):
+            c = ex._one_step_correction(loss, p, sup, hes, v, method=method, k_hessian=kh, delta=delta)
+            return jax.tree_util.tree_map(lambda a, b: a - alpha * b, v, c)
+
+        h4 = jax.tree_util.tree_map(lambda x: x[:4], hes)
+        return [(direction("maml", 0), ml.maml_grad(loss, p, ml.Episode(sup, qry, None), alpha)),
+                (direction("maml", 4), ml.maml_grad(loss, p, ml.Episode(sup, qry, h4), alpha)),
+                (direction("hf_maml", 0), ml.hf_maml_grad(loss, p, ml.Episode(sup, qry, None), alpha, delta,
+                                                          delta_rule="per_task")),
+                (direction("fomaml", 0), ml.fomaml_grad(loss, p, ml.Episode(sup, qry, None), alpha))]
+
+    for got, want in pairs(p, ep.support, ep.query, ep.hessian):
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_linreg_direction_equals_core_estimators():
+    """_linreg_direction with (c_maml, c_hf) = (1,0), (0,1), (0,0) is maml_grad, hf_maml_grad (fixed delta) and
+    fomaml_grad with an independent Hessian batch; without one (FO-MAML group) it is fomaml_grad."""
+    tasks = ex.correlated_linreg_tasks(jax.random.key(0), 3, 4)
+    ep = ml.sample_regression_episodes(jax.random.key(1), tasks, 5, 5, 3)
+    alpha, delta = 0.1, 1e-3
+
+    @jax.jit
+    def pairs(ep, w):
+        e = jax.tree_util.tree_map(lambda x: x[0], ep)
+        fo = ml.fomaml_grad(ml.mse_loss, w, e, alpha)
+        return [(ex._linreg_direction(w, e, alpha, delta, 1.0, 0.0), ml.maml_grad(ml.mse_loss, w, e, alpha)),
+                (ex._linreg_direction(w, e, alpha, delta, 0.0, 1.0), ml.hf_maml_grad(ml.mse_loss, w, e, alpha, delta)),
+                (ex._linreg_direction(w, e, alpha, delta, 0.0, 0.0), fo),
+                (ex._linreg_direction(w, ml.Episode(e.support, e.query, None), alpha, delta, 0.0, 0.0), fo)]
+
+    for got, want in pairs(ep, jnp.array([0.5, -1.0, 0.2, 2.0])):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

@@ -43,6 +43,12 @@ __all__ = [
     "hf_direction_error",
     "fit_loglog_slope",
     "best_delta",
+    "logistic_meta_family",
+    "logistic_direction",
+    "LOGISTIC_METHODS",
+    "logistic_stochastic_runs",
+    "logistic_deterministic",
+    "logistic_inner_bias",
 ]
 
 
@@ -300,22 +306,31 @@ def correlated_linreg_tasks(key, num_tasks: int, dim: int, *, spread: float = 1.
     Cauchy--Schwarz maximum, so the floor stands out from the sampling noise at moderate batch
     sizes. Returns a batched :class:`mathlib.LinRegTask`.
     """
-    from mathlib._synthetic import LinRegTask
-
     fn = "correlated_linreg_tasks"
     num_tasks = check_int(fn, "num_tasks", num_tasks)
     dim = check_int(fn, "dim", dim)
     dtype = jnp.result_type(float) if dtype is None else dtype
-    kq, kl, kj = jax.random.split(key, 3)
-    q, r = jnp.linalg.qr(jax.random.normal(kq, (dim, dim), dtype))
-    q = q * jnp.sign(jnp.diagonal(r))[None, :]
     lo, hi = eig_range
-    lam = jax.random.uniform(kl, (num_tasks, dim), dtype, minval=lo, maxval=hi)
-    mid, sd = 0.5 * (lo + hi), (hi - lo) / np.sqrt(12.0)
-    th = -spread * (lam - mid) / sd + jitter * jax.random.normal(kj, (num_tasks, dim), dtype)
-    cov = jnp.einsum("ij,nj,kj->nik", q, lam, q)
-    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-    return LinRegTask(th @ q.T, cov, jnp.linalg.cholesky(cov), jnp.full((num_tasks,), noise_std, dtype))
+    # one compiled program instead of a dozen eagerly compiled operations (same values)
+    return _correlated_program(num_tasks, dim, jnp.dtype(dtype))(key, spread, float(lo), float(hi), noise_std, jitter)
+
+
+@functools.lru_cache(maxsize=None)
+def _correlated_program(num_tasks, dim, dtype):
+    from mathlib._synthetic import LinRegTask
+
+    def make(key, spread, lo, hi, noise_std, jitter):
+        kq, kl, kj = jax.random.split(key, 3)
+        q, r = jnp.linalg.qr(jax.random.normal(kq, (dim, dim), dtype))
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        lam = jax.random.uniform(kl, (num_tasks, dim), dtype, minval=lo, maxval=hi)
+        mid, sd = 0.5 * (lo + hi), (hi - lo) / np.sqrt(12.0)
+        th = -spread * (lam - mid) / sd + jitter * jax.random.normal(kj, (num_tasks, dim), dtype)
+        cov = jnp.einsum("ij,nj,kj->nik", q, lam, q)
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        return LinRegTask(th @ q.T, cov, jnp.linalg.cholesky(cov), jnp.full((num_tasks,), noise_std, dtype))
+
+    return jax.jit(make)
 
 
 def stochastic_runs(method: str, tasks, alpha, beta, batch_sizes, n_in: int, n_out: int, n_hess,
@@ -349,16 +364,17 @@ def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: 
     ``series`` maps a name to ``(method, n_hess)`` or ``(method, n_hess, hessian_batch)``. Each step
     samples $B$ tasks uniformly (with replacement) from the finite family ``tasks`` (a batched
     :class:`mathlib.LinRegTask`) and, per task, fresh Gaussian data batches of sizes $D_{in}$,
-    $D_o$ and $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean of the
-    core per-task estimator (``mathlib.ESTIMATORS``, vmapped) over the $B$ tasks; the outer step is
-    SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
+    $D_o$ and $D_h$ (:func:`mathlib.sample_regression_episodes`). The estimate is the mean over the
+    $B$ tasks of the per-task direction :func:`_linreg_direction` (equal to the core
+    :func:`mathlib.maml_grad`, :func:`mathlib.hf_maml_grad`, :func:`mathlib.fomaml_grad`; series with the same
+    Hessian batch share one compiled body with traced coefficients); the outer step is SGD with constant ``beta``. The exact $\|\nabla F(w_k)\|$ of the population objective
     (:func:`mathlib.linreg_maml_grad`) is recorded at every step. Claim 3.
 
     One compiled program covers every series, batch size and seed (a ``vmap`` over the seeds;
     the runs of one seed with different $B$ share a pool of $\sum B$ task slots per step, each
     run averaging its own $B$ fresh tasks). Every series uses the same keys, so its task draws
     and its $D_{in}$, $D_o$ draws coincide with another series' whenever their Hessian batches
-    have the same size (common random numbers). The exact gradient is affine in $w$,
+    have the same size, FO-MAML's with the first series that has an independent one (common random numbers). The exact gradient is affine in $w$,
     $\nabla F(w)=Aw-b$, with $A$ and $b$ taken once from the closed form. The program is traced with
     JAX's non-partitionable threefry, which compiles several times faster on CPU than the default
     (same distributions, other draws).
@@ -403,34 +419,53 @@ def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: 
     return res
 
 
+def _linreg_direction(w, ep, alpha, delta, c_maml, c_hf):
+    r"""One task's direction $v-\alpha[c_{maml}\nabla^2f(w;\mathcal D_h)v+c_{hf}\,d_\delta]$ on least squares.
+
+    $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$, the exact product by :func:`mathlib._fd.hvp`, $d_\delta$
+    the central difference (:func:`mathlib._fd.fd_hvp`, fixed ``delta``), both on ``ep.hessian``. $(1,0)$ is
+    :func:`mathlib.maml_grad`, $(0,1)$ :func:`mathlib.hf_maml_grad`, $(0,0)$ :func:`mathlib.fomaml_grad` (checked in
+    ``tests/test_experiments_fallah2020.py``); one traced formula lets one compiled body serve all three.
+    """
+    from mathlib._synthetic import mse_loss
+
+    g = jax.grad(mse_loss)
+    v = g(w - alpha * g(w, ep.support), ep.query)
+    if ep.hessian is None:  # only FO-MAML in this group
+        return v
+    h = hvp(mse_loss, w, ep.hessian, v)
+    f = fd_hvp(mse_loss, w, ep.hessian, v, delta, scheme="central")
+    return v - alpha * (c_maml * h + c_hf * f)
+
+
+def _variant_groups(variants):
+    """Group variants that can share one compiled body: same Hessian batch (size, or reuse of D_o).
+
+    FO-MAML ignores the Hessian batch and joins the first group with an independent one (its draws of
+    $\mathcal D_{in}$, $\mathcal D_o$ then coincide with that group's: common random numbers)."""
+    groups = {}
+    host = next(((nh, False) for m, nh, q in variants if m != "fomaml" and not q), None)
+    for j, (m, nh, q) in enumerate(variants):
+        key = (host if host is not None else (None, False)) if m == "fomaml" else (nh, q)
+        groups.setdefault(key, []).append(j)
+    return groups
+
+
 @functools.lru_cache(maxsize=None)
 def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
     from mathlib._core import Episode
-    from mathlib._estimators import ESTIMATORS
-    from mathlib._synthetic import linreg_maml_grad, mse_loss, sample_regression_episodes
+    from mathlib._synthetic import linreg_maml_grad, sample_regression_episodes
 
     # every batch size B of a seed draws its own B tasks: one pool of sum(B) slots per step,
     # slot j belongs to the run owner[j]
     owner = np.repeat(np.arange(len(bs)), bs)
     n_slots = int(owner.size)
     inv_b = 1.0 / np.asarray(bs, np.float64)
+    groups = _variant_groups(variants)
+    coefs = {m: c for m, c in (("maml", (1.0, 0.0)), ("hf_maml", (0.0, 1.0)), ("fomaml", (0.0, 0.0)))}
 
-    def branch(variant):
-        method, nh, hess_is_query = variant
-
-        def estimate(w, ep, alpha, delta):  # one task; alpha, delta are traced
-            if hess_is_query:
-                ep = Episode(ep.support, ep.query, ep.query)
-            elif nh is None:
-                ep = Episode(ep.support, ep.query, None)
-            hyper = {"alpha": alpha, "delta": delta} if method == "hf_maml" else {"alpha": alpha}
-            return ESTIMATORS[method](mse_loss, w, ep, **hyper)
-
-        return estimate
-
-    def one(variant, tasks, alpha, beta, delta, key):
-        estimate = branch(variant)
-        nh = None if variant[0] == "fomaml" or variant[2] else variant[1]
+    def one(group, tasks, alpha, beta, delta, coef, key):
+        nh, hess_is_query = group
         n_tasks, d = tasks.theta.shape
         dt = tasks.theta.dtype
         # the exact population gradient is affine in w: grad F(w) = A w - b, A and b from the core closed form
@@ -443,8 +478,10 @@ def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
         def body(w, k):  # w: (len(bs), d), one iterate per batch size
             k1, k2 = jax.random.split(k)
             sub = _take_tasks(tasks, jax.random.randint(k1, (n_slots,), 0, n_tasks))
-            ep = sample_regression_episodes(k2, sub, n_in, n_out, nh)
-            est = jax.vmap(lambda wj, e: estimate(wj, e, alpha, delta))(w[own], ep)
+            ep = sample_regression_episodes(k2, sub, n_in, n_out, None if hess_is_query else nh)
+            if hess_is_query:
+                ep = Episode(ep.support, ep.query, ep.query)
+            est = jax.vmap(lambda wj, e: _linreg_direction(wj, e, alpha, delta, coef[0], coef[1]))(w[own], ep)
             g = jax.ops.segment_sum(est, own, num_segments=len(bs)) * scale
             return w - beta * g, jnp.linalg.norm(w @ A.T - b, axis=-1)
 
@@ -452,10 +489,15 @@ def _stochastic_runner(variants, bs, n_in, n_out, num_steps):
         return jax.lax.scan(body, w0, jax.random.split(key, num_steps))[1].T  # (len(bs), num_steps)
 
     def all_series(tasks, alpha, beta, delta, keys):
-        outs = []
-        for v in variants:
-            f = jax.vmap(functools.partial(one, v), in_axes=(None, None, None, None, 0))
-            outs.append(jnp.swapaxes(f(tasks, alpha, beta, delta, keys), 0, 1))  # (len(bs), seeds, steps)
+        outs = [None] * len(variants)
+        dt = tasks.theta.dtype
+        for group, idx in groups.items():
+            coef = jnp.asarray([coefs[variants[j][0]] for j in idx], dt)  # (series in group, 2)
+            f = jax.vmap(jax.vmap(functools.partial(one, group), in_axes=(None, None, None, None, None, 0)),
+                         in_axes=(None, None, None, None, 0, None))
+            out = f(tasks, alpha, beta, delta, coef, keys)  # (series, seeds, len(bs), steps)
+            for r, j in enumerate(idx):
+                outs[j] = jnp.swapaxes(out[r], 0, 1)  # (len(bs), seeds, steps)
         return jnp.stack(outs)
 
     return jax.jit(all_series)
@@ -698,16 +740,40 @@ def sinusoid_runs(method: str, keys, *, num_steps: int, eval_every: int, alpha: 
         raise type(err)(str(err).replace("sinusoid_runs_series", fn)) from None
 
 
+def _one_step_correction(loss, params, support, hessian, v, *, method, k_hessian, delta):
+    r"""The term $c$ of a one-step direction $v-\alpha c$, $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$.
+
+    ``"maml"``: $c=\nabla^2f(w;\mathcal D)v$ (exact HVP) with $\mathcal D=\mathcal D_{in}$ if ``k_hessian == 0`` (then
+    $v-\alpha c$ is :func:`mathlib.maml_grad` with ``hessian=None``, the autodiff gradient) or the first ``k_hessian``
+    points of the independent batch; ``"hf_maml"``: the central difference with a perturbation of length ``delta``
+    (:func:`mathlib.hf_maml_grad`, ``delta_rule="per_task"``) on the same choice of batch; ``"fomaml"``: $c=0$.
+    ``tests/test_experiments_fallah2020.py`` checks each against the core estimator.
+    """
+    batch = support if k_hessian == 0 else jax.tree_util.tree_map(lambda x: x[:k_hessian], hessian)
+    if method == "maml":
+        return hvp(loss, params, batch, v)
+    if method == "hf_maml":
+        from mathlib._core import tree_norm
+
+        nv = tree_norm(v)
+        return fd_hvp(loss, params, batch, v, delta / jnp.where(nv > 0, nv, 1.0), scheme="central")
+    return jax.tree_util.tree_map(jnp.zeros_like, v)
+
+
 def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int, alpha: float = 0.01,
                          lr: float = 1e-3, num_tasks: int = 25, k_shot: int = 10, hidden=(40, 40),
                          eval_tasks: int = 100, activation: str = "tanh"):
     r"""Several :func:`sinusoid_runs` series from one compiled program.
 
     ``series`` maps a name to ``(method, k_hessian)`` or ``(method, k_hessian, delta)`` (``delta``
-    for ``"hf_maml"``, default ``1e-2``). The series are looped (``lax.map``) and a ``lax.switch``
-    on the series index samples the step's episodes and evaluates the series' estimator, so each
-    step runs only its own branch; every draw is the one :func:`sinusoid_runs` makes for the same
-    key. Claim 6.
+    for ``"hf_maml"``, default ``1e-2``). Every series draws the same episodes for the same key
+    (common random numbers; the Hessian points are drawn for all, ``max k_hessian`` of them, and used
+    by the series that ask for them). The direction of a task is $v-\alpha c$ with
+    $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$ computed once and the series' correction $c$
+    (:func:`_one_step_correction`: exact HVP for MAML, central difference for HF-MAML, none for FO-MAML)
+    chosen by a ``lax.switch`` on the series index; the series are looped (``lax.map``), so each step
+    runs only its own branch. One small branch per series instead of one whole estimator per series
+    keeps the compiled program small (compilation dominated the cost of this function). Claim 6.
 
     Returns:
         dict name -> numpy array (len(keys), num_steps // eval_every + 1) of evaluation losses.
@@ -715,7 +781,6 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
     from mathlib._data import sample_sinusoid_episodes, sinusoid_eval_set
     import optax
 
-    from mathlib._estimators import make_estimator, meta_gradient
     from mathlib._inner import adapt_gd
     from mathlib._models import init_mlp
     from mathlib._models import mlp_mse_loss as _mlp_mse_loss
@@ -733,20 +798,27 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
     def mlp_mse_loss(p, batch):
         return _mlp_mse_loss(p, batch, activation=activation)
 
-    def branch(spec):
+    specs = []
+    for spec in series.values():
         method, k_hessian, *rest = spec
         check_choice(fn, "method", method, ("maml", "fomaml", "hf_maml"))
-        delta = rest[0] if rest else 1e-2
-        hyper = {"delta": delta, "delta_rule": "per_task"} if method == "hf_maml" else {}
-        est = make_estimator(method, alpha=alpha, **hyper)
+        specs.append((method, check_int(fn, "k_hessian", k_hessian, minimum=0), float(rest[0]) if rest else 1e-2))
+    kh_max = max(k for _, k, _ in specs)
+    branches = [functools.partial(_one_step_correction, mlp_mse_loss, method=m, k_hessian=k, delta=d)
+                for m, k, d in specs]
 
-        def grad(k, p):
-            ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=k_hessian)
-            return meta_gradient(est, mlp_mse_loss, p, ep)
+    def grad(v, k, p):
+        # every series draws the same tasks and points (common random numbers); only the correction differs
+        ep = sample_sinusoid_episodes(k, num_tasks, k_shot, k_shot, k_hessian=kh_max)
+        hes = ep.support if ep.hessian is None else ep.hessian
+        g = jax.grad(mlp_mse_loss)
 
-        return grad
+        def task(sup, qry, h):
+            vq = g(jax.tree_util.tree_map(lambda a, b: a - alpha * b, p, g(p, sup)), qry)
+            corr = jax.lax.switch(v, branches, p, sup, h, vq)
+            return jax.tree_util.tree_map(lambda a, b: a - alpha * b, vq, corr)
 
-    branches = [branch(spec) for spec in series.values()]
+        return jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), jax.vmap(task)(ep.support, ep.query, hes))
 
     def post_adapt(params):
         def one(sup, qry):
@@ -761,8 +833,7 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
 
         def step(state, k):
             p, s = state
-            g = jax.lax.switch(v, branches, k, p)
-            upd, s = opt.update(g, s, p)
+            upd, s = opt.update(grad(v, k, p), s, p)
             return (optax.apply_updates(p, upd), s), None
 
         def chunk(state, ks):
@@ -775,9 +846,10 @@ def sinusoid_runs_series(series: dict, keys, *, num_steps: int, eval_every: int,
 
     def all_series(keys):
         # the series index is a scalar inside lax.map (not vmapped): each switch runs one branch
-        return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(branches)))
+        return jax.lax.map(lambda v: jax.vmap(functools.partial(run, v))(keys), jnp.arange(len(specs)))
 
-    out = np.asarray(jax.jit(all_series)(keys))
+    with jax.threefry_partitionable(False):  # compiles faster on CPU (same distributions, other draws)
+        out = np.asarray(jax.jit(all_series)(keys))
     res = {}
     for name, o in zip(series, out):
         if not np.all(np.isfinite(o)):
@@ -1122,3 +1194,218 @@ def hf_rule_runs(tasks, loss, alpha, rho, beta, w0, num_steps: int, *, deltas=()
         out[nm], finals[nm] = np.asarray(hist[j]), w[j]
     out["final_w"] = finals
     return out
+
+
+# =============================================================================== stochastic, non-quadratic (issue 9)
+def logistic_meta_family(key, num_tasks: int, n_points: int, dim: int, *, spread: float = 2.0,
+                         scale_spread: float = 0.5, l2: float = 1e-2, dtype=jnp.float64):
+    r"""A finite family of logistic-regression tasks with finite datasets, and its constants.
+
+    Task $i$ is :func:`mathlib.logistic_loss` (ridge ``l2``) on its own ``n_points`` examples from
+    :func:`mathlib.sample_logistic_tasks`; $f_i$ is the loss on the whole dataset, so
+    $F(w)=\frac1N\sum_if_i(w-\alpha\nabla f_i(w))$ and its gradient are exact
+    (:func:`mathlib.exact_meta_gradient`). Constants: $L=\max_i\frac1{4n}\|X_i\|_2^2+\lambda$ (smoothness of
+    every $f_i$) and $\rho=\max|\sigma''|\max_{i,j}\|x_{ij}\|^3$, a Hessian-Lipschitz constant of the loss on
+    **any** sub-batch (the one the derived HF-MAML rule needs for stochastic $\mathcal D_h$).
+
+    Returns:
+        ``(loss, data, L, rho)`` with ``data = (x, y)`` of shapes ``(N, n, d)`` and ``(N, n)``.
+    """
+    from mathlib._data import sample_logistic_tasks
+
+    data = sample_logistic_tasks(key, num_tasks, n_points, 1, dim, spread=spread, scale_spread=scale_spread,
+                                 dtype=dtype).support
+    x = np.asarray(data[0])
+    L = float(np.max(np.linalg.norm(x, ord=2, axis=(-2, -1)) ** 2 / n_points) / 4 + l2)
+    rho = float(SIGMOID_D2_MAX * np.max(np.linalg.norm(x, axis=-1) ** 3))
+    return _logistic_l2_loss(float(l2)), data, L, rho
+
+
+def _sample_batches(key, data, task_idx, sizes):
+    """Per slot (task ``task_idx[j]``): batches of the given sizes, drawn with replacement from its dataset."""
+    x, y = data
+    n = x.shape[1]
+    idx = jax.random.randint(key, (task_idx.shape[0], sum(sizes)), 0, n)
+    xs, ys = x[task_idx[:, None], idx], y[task_idx[:, None], idx]
+    out, a = [], 0
+    for s in sizes:
+        out.append((xs[:, a:a + s], ys[:, a:a + s]))
+        a += s
+    return out
+
+
+def logistic_direction(loss, params, episode, alpha, eps, rho, c_maml, c_hf):
+    r"""One task's MAML, HF-MAML or FO-MAML direction as one traced formula (one compiled program for all three).
+
+    With $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$, the direction is
+    $v-\alpha\,[c_{maml}\,\nabla^2f(w;\mathcal D_h)v+c_{hf}\,d]$ where the exact product is
+    :func:`mathlib._fd.hvp` and $d$ is the central difference :func:`mathlib._fd.fd_hvp` with the derived
+    $\delta=2\epsilon/(\alpha\rho\|v\|^2)$ ({prf:ref}`fallah2020-prop-hf-delta`). $(1,0)$ is
+    :func:`mathlib.maml_grad`, $(0,1)$ is :func:`hf_maml_target_grad` (= :func:`mathlib.hf_maml_grad` with that
+    $\delta$), $(0,0)$ is :func:`mathlib.fomaml_grad`, all with the episode's independent $\mathcal D_h$;
+    ``tests/test_experiments_fallah2020.py`` checks the three identities. Computing both products for every
+    method costs about 1.8 times the cheapest separate programs but compiles once.
+    """
+    from mathlib._core import tree_axpy, tree_norm
+
+    g = jax.grad(loss)
+    v = g(tree_axpy(-alpha, g(params, episode.support), params), episode.query)
+    nv = tree_norm(v)
+    d = jnp.where(nv > 0, 2.0 * eps / (alpha * rho * jnp.where(nv > 0, nv, 1.0) ** 2), 1.0)
+    h = hvp(loss, params, episode.hessian, v)
+    f = fd_hvp(loss, params, episode.hessian, v, d, scheme="central")
+    return jax.tree_util.tree_map(lambda vv, hh, ff: vv - alpha * (c_maml * hh + c_hf * ff), v, h, f)
+
+
+#: methods of :func:`logistic_stochastic_runs`: name -> (c_maml, c_hf) of :func:`logistic_direction`
+LOGISTIC_METHODS = {"maml": (1.0, 0.0), "hf_maml": (0.0, 1.0), "fomaml": (0.0, 0.0)}
+
+
+def logistic_stochastic_runs(loss, data, alpha, beta, rho, eps, batch_sizes, n_batch: int, num_steps: int,
+                             eval_every: int, keys):
+    r"""Stochastic MAML, HF-MAML (derived $\delta$) and FO-MAML on a finite logistic family, exact $\|\nabla F\|$.
+
+    Each outer step, for every method, batch size and seed: $B$ tasks uniform with replacement from the
+    family and, per task, independent batches $\mathcal D_{in},\mathcal D_o,\mathcal D_h$ of ``n_batch``
+    examples drawn with replacement from its dataset (Fallah et al., Alg. 1 and 3 with an independent
+    Hessian batch; Alg. 2). The direction is :func:`logistic_direction`; constant step ``beta``. The
+    three methods and every $B$ of a seed use the same task and data draws (common random numbers;
+    the $B$ of a seed share a pool of $\sum B$ slots, each run averaging its own $B$). The exact
+    $\|\nabla F(w_k)\|$ (:func:`mathlib.exact_meta_gradient` over all tasks and all data) is recorded every
+    ``eval_every`` steps. One compiled program (``vmap`` over seeds and methods, ``lax.scan`` over steps).
+    Issue 9, "MAML and HF-MAML reach any accuracy".
+
+    Returns:
+        dict method -> numpy array (len(batch_sizes), len(keys), num_steps // eval_every) of exact
+        $\|\nabla F(w_k)\|$ at $k=0,$ ``eval_every``, ...
+    """
+    fn = "logistic_stochastic_runs"
+    bs = tuple(check_int(fn, "batch_sizes", b) for b in batch_sizes)
+    n_batch = check_int(fn, "n_batch", n_batch)
+    num_steps = check_int(fn, "num_steps", num_steps)
+    eval_every = check_int(fn, "eval_every", eval_every)
+    if num_steps % eval_every:
+        raise ValueError(f"{fn}: num_steps ({num_steps}) must be a multiple of eval_every ({eval_every})")
+    check_positive(fn, "eps", eps)
+    dt = data[0].dtype
+    coef = jnp.asarray(np.asarray(list(LOGISTIC_METHODS.values()), np.float64), dt)
+    run = _logistic_program(loss, bs, n_batch, num_steps // eval_every, eval_every)
+    with jax.threefry_partitionable(False):
+        out = np.asarray(run(data, jnp.asarray(alpha, dt), jnp.asarray(beta, dt), jnp.asarray(rho, dt),
+                             jnp.asarray(eps, dt), coef, keys))  # (methods, seeds, T, len(bs))
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError(f"{fn}: a run diverged (non-finite gradient norm); reduce beta")
+    return {m: np.moveaxis(out[j], -1, 0) for j, m in enumerate(LOGISTIC_METHODS)}
+
+
+def _logistic_exact_grad(loss, w, data, alpha):
+    r"""Exact $\nabla F(w)=\frac1N\sum_i(I-\alpha\nabla^2f_i(w))\nabla f_i(w-\alpha\nabla f_i(w))$ over the whole family
+    (:func:`logistic_direction` with every batch the task's full dataset; equals
+    :func:`mathlib.exact_meta_gradient`, checked in ``tests/test_experiments_fallah2020.py``)."""
+    from mathlib._core import Episode
+
+    return jnp.mean(jax.vmap(lambda e: logistic_direction(loss, w, e, alpha, 1.0, 1.0, 1.0, 0.0))(
+        Episode(data, data, data)), axis=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _logistic_program(loss, bs, n_batch, n_evals, eval_every):
+    from mathlib._core import Episode
+
+    owner = np.repeat(np.arange(len(bs)), bs)
+    n_slots = int(owner.size)
+    inv_b = 1.0 / np.asarray(bs, np.float64)
+
+    def one(data, alpha, beta, rho, eps, c, key):  # one method (c), one seed
+        n_tasks, n_points, d = data[0].shape
+        dt = data[0].dtype
+        own = jnp.asarray(owner)
+        scale = jnp.asarray(inv_b, dt)[:, None]
+
+        def step(w, r):  # w: (len(bs), d); r: this step's task indices (slots,) and example indices (slots, 3 D)
+            t, idx = r
+            xs, ys = data[0][t[:, None], idx], data[1][t[:, None], idx]
+            ep = Episode(*((xs[:, j * n_batch:(j + 1) * n_batch], ys[:, j * n_batch:(j + 1) * n_batch]) for j in range(3)))
+            est = jax.vmap(lambda wj, e: logistic_direction(loss, wj, e, alpha, eps, rho, c[0], c[1]))(w[own], ep)
+            return w - beta * jax.ops.segment_sum(est, own, num_segments=len(bs)) * scale, None
+
+        def block(w, k):  # one random call per block of eval_every steps (cheaper to compile)
+            u = jax.random.randint(k, (eval_every, n_slots, 3 * n_batch + 1), 0, n_tasks * n_points)
+            r = (u[..., 0] % n_tasks, u[..., 1:] % n_points)
+            gn = jax.vmap(lambda wj: jnp.linalg.norm(_logistic_exact_grad(loss, wj, data, alpha)))(w)
+            return jax.lax.scan(step, w, r)[0], gn
+
+        return jax.lax.scan(block, jnp.zeros((len(bs), d), dt), jax.random.split(key, n_evals))[1]
+
+    seeds = jax.vmap(one, in_axes=(None, None, None, None, None, None, 0))
+    return jax.jit(jax.vmap(seeds, in_axes=(None, None, None, None, None, 0, None)))
+
+
+def logistic_deterministic(loss, data, alpha, beta, num_steps: int, method: str = "maml"):
+    r"""Full-batch MAML or FO-MAML (constant ``beta``) from $w=0$ on a logistic family: final $w$ and $\|\nabla F(w)\|$.
+
+    FO-MAML's final $\|\nabla F\|$ after many steps is its floor ({prf:ref}`fallah2020-lem-fomaml-floor`);
+    MAML's final $w$ is the stationary point used by :func:`logistic_inner_bias`.
+    """
+    check_choice("logistic_deterministic", "method", method, ("maml", "fomaml"))
+    num_steps = check_int("logistic_deterministic", "num_steps", num_steps)
+    w, gn = _logistic_det_program(loss, num_steps)(data, jnp.asarray(alpha, data[0].dtype),
+                                                    jnp.asarray(beta, data[0].dtype),
+                                                    jnp.asarray(1.0 if method == "maml" else 0.0, data[0].dtype))
+    return w, float(gn)
+
+
+@functools.lru_cache(maxsize=None)
+def _logistic_det_program(loss, num_steps):
+    from mathlib._core import Episode
+
+    def run(data, alpha, beta, c):
+        ep = Episode(data, data, data)  # full data for D_in, D_o, D_h: the exact task gradients of F
+
+        def body(w, _):
+            g = jax.vmap(lambda e: logistic_direction(loss, w, e, alpha, 1.0, 1.0, c, 0.0))(ep)
+            return w - beta * jnp.mean(g, axis=0), None
+
+        w = jax.lax.scan(body, jnp.zeros(data[0].shape[-1], data[0].dtype), None, length=num_steps)[0]
+        return w, jnp.linalg.norm(_logistic_exact_grad(loss, w, data, alpha))
+
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=None)
+def _inner_bias_program(loss, num_samples, n_batch):
+    g = jax.grad(loss)
+
+    def diff(w, data, alpha, key):
+        k1, k2 = jax.random.split(key)
+        t = jax.random.randint(k1, (num_samples,), 0, data[0].shape[0])
+        d_in, d_o, d_h = _sample_batches(k2, data, t, (n_batch, n_batch, n_batch))
+        w_full = jax.vmap(lambda f: w - alpha * g(w, f))(data)  # exact inner step of every task
+
+        def one(a, b, c, wf):
+            # (I - alpha H(D_h)) is linear: apply it once to the difference of the two outer gradients
+            dv = g(w - alpha * g(w, a), b) - g(wf, b)
+            return dv - alpha * hvp(loss, w, c, dv)
+
+        dd = jax.vmap(one)(d_in, d_o, d_h, w_full[t])
+        return jnp.linalg.norm(jnp.mean(dd, 0)), jnp.sqrt(jnp.sum(jnp.var(dd, 0, ddof=1)) / num_samples)
+
+    return jax.jit(diff)
+
+
+def logistic_inner_bias(loss, data, alpha, w, n_batch: int, num_samples: int, key):
+    r"""Inner-step bias of stochastic MAML at $w$: $\|\E\hat g-\nabla F(w)\|$ and its Monte-Carlo standard error.
+
+    $\hat g=(I-\alpha\nabla^2f_i(w;\mathcal D_h))\nabla f_i(w-\alpha\nabla f_i(w;\mathcal D_{in});\mathcal D_o)$
+    with independent batches; replacing $\nabla f_i(w;\mathcal D_{in})$ by the task's full gradient gives
+    an estimate $\hat g^\circ$ with mean exactly $\nabla F(w)$ ($\mathcal D_o\perp\mathcal D_h$,
+    {prf:ref}`fallah2020-lem-independent-batches`). So the bias is $\E[\hat g-\hat g^\circ]$, estimated from
+    the same draws (common random numbers), which makes its standard error small. This is the part of the
+    error that no task batch $B$ removes (the $\tilde\sigma^2/D_{in}$ term).
+    """
+    num_samples = check_int("logistic_inner_bias", "num_samples", num_samples)
+    n_batch = check_int("logistic_inner_bias", "n_batch", n_batch)
+    with jax.threefry_partitionable(False):
+        bias, se = _inner_bias_program(loss, num_samples, n_batch)(jnp.asarray(w), data,
+                                                                    jnp.asarray(alpha, data[0].dtype), key)
+    return float(bias), float(se)
