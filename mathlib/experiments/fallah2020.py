@@ -419,23 +419,33 @@ def stochastic_runs_series(series: dict, tasks, alpha, beta, batch_sizes, n_in: 
     return res
 
 
-def _linreg_direction(w, ep, alpha, delta, c_maml, c_hf):
-    r"""One task's direction $v-\alpha[c_{maml}\nabla^2f(w;\mathcal D_h)v+c_{hf}\,d_\delta]$ on least squares.
+def _blended_direction(loss, params, ep, alpha, delta, c_maml, c_hf):
+    r"""One task's direction $v-\alpha[c_{maml}\nabla^2f(w;\mathcal D_h)v+c_{hf}\,d_\delta]$: one traced formula,
+    so one compiled body serves MAML $(1,0)$, HF-MAML $(0,1)$ and FO-MAML $(0,0)$.
 
-    $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$, the exact product by :func:`mathlib._fd.hvp`, $d_\delta$
-    the central difference (:func:`mathlib._fd.fd_hvp`, fixed ``delta``), both on ``ep.hessian``. $(1,0)$ is
-    :func:`mathlib.maml_grad`, $(0,1)$ :func:`mathlib.hf_maml_grad`, $(0,0)$ :func:`mathlib.fomaml_grad` (checked in
-    ``tests/test_experiments_fallah2020.py``); one traced formula lets one compiled body serve all three.
+    $v=\nabla f(w-\alpha\nabla f(w;\mathcal D_{in});\mathcal D_o)$, the exact product by :func:`mathlib._fd.hvp`,
+    $d_\delta$ the central difference (:func:`mathlib._fd.fd_hvp`), both on ``ep.hessian``; ``delta`` is a number
+    or a function of $\|v\|$. Without a Hessian batch the direction is $v$ (FO-MAML).
     """
-    from mathlib._synthetic import mse_loss
+    from mathlib._core import tree_axpy, tree_norm
 
-    g = jax.grad(mse_loss)
-    v = g(w - alpha * g(w, ep.support), ep.query)
+    g = jax.grad(loss)
+    v = g(tree_axpy(-alpha, g(params, ep.support), params), ep.query)
     if ep.hessian is None:  # only FO-MAML in this group
         return v
-    h = hvp(mse_loss, w, ep.hessian, v)
-    f = fd_hvp(mse_loss, w, ep.hessian, v, delta, scheme="central")
-    return v - alpha * (c_maml * h + c_hf * f)
+    d = delta(tree_norm(v)) if callable(delta) else delta
+    h = hvp(loss, params, ep.hessian, v)
+    f = fd_hvp(loss, params, ep.hessian, v, d, scheme="central")
+    return jax.tree_util.tree_map(lambda vv, hh, ff: vv - alpha * (c_maml * hh + c_hf * ff), v, h, f)
+
+
+def _linreg_direction(w, ep, alpha, delta, c_maml, c_hf):
+    r""":func:`_blended_direction` on least squares with a fixed ``delta``: $(1,0)$ is :func:`mathlib.maml_grad`,
+    $(0,1)$ :func:`mathlib.hf_maml_grad`, $(0,0)$ :func:`mathlib.fomaml_grad` (checked in
+    ``tests/test_experiments_fallah2020.py``)."""
+    from mathlib._synthetic import mse_loss
+
+    return _blended_direction(mse_loss, w, ep, alpha, delta, c_maml, c_hf)
 
 
 def _variant_groups(variants):
@@ -1246,15 +1256,10 @@ def logistic_direction(loss, params, episode, alpha, eps, rho, c_maml, c_hf):
     ``tests/test_experiments_fallah2020.py`` checks the three identities. Computing both products for every
     method costs about 1.8 times the cheapest separate programs but compiles once.
     """
-    from mathlib._core import tree_axpy, tree_norm
+    def derived_delta(nv):
+        return jnp.where(nv > 0, 2.0 * eps / (alpha * rho * jnp.where(nv > 0, nv, 1.0) ** 2), 1.0)
 
-    g = jax.grad(loss)
-    v = g(tree_axpy(-alpha, g(params, episode.support), params), episode.query)
-    nv = tree_norm(v)
-    d = jnp.where(nv > 0, 2.0 * eps / (alpha * rho * jnp.where(nv > 0, nv, 1.0) ** 2), 1.0)
-    h = hvp(loss, params, episode.hessian, v)
-    f = fd_hvp(loss, params, episode.hessian, v, d, scheme="central")
-    return jax.tree_util.tree_map(lambda vv, hh, ff: vv - alpha * (c_maml * hh + c_hf * ff), v, h, f)
+    return _blended_direction(loss, params, episode, alpha, derived_delta, c_maml, c_hf)
 
 
 #: methods of :func:`logistic_stochastic_runs`: name -> (c_maml, c_hf) of :func:`logistic_direction`
