@@ -117,7 +117,7 @@ def _start_execution(book: bool = False, pdf: bool = False) -> None:
     _run.update(proc=subprocess.Popen(cmd, cwd=mirror, env=env, stdout=log, stderr=subprocess.STDOUT),
                 log=log, log_path=log_path, mirror=mirror, t0=time.monotonic(),
                 done={stage: threading.Event() for stage in ("execute", "book", "pdf")},
-                planned={"book": book, "pdf": pdf})
+                planned={"book": book, "pdf": pdf}, times={})
     threading.Thread(target=_chain, name="execute-build-print", daemon=True).start()
 
 
@@ -132,16 +132,19 @@ def _chain() -> None:
         _run["returncode"] = "timeout (45 min)"
     finally:
         _run["log"].close()
+        _run["times"]["execute"] = (0.0, time.monotonic() - _run["t0"])
         _run["done"]["execute"].set()
     for stage, work in (("book", _build_book), ("pdf", _print_pdf)):
         if not _run["planned"][stage]:
             _run["done"][stage].set()
             continue
+        start = time.monotonic() - _run["t0"]
         try:
             _run[stage] = work()
         except BaseException as exc:  # reported by the test that needs the stage
             _run[stage] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
+            _run["times"][stage] = (start, time.monotonic() - _run["t0"])
             _run["done"][stage].set()
 
 
@@ -201,7 +204,11 @@ _stage_lock = threading.Lock()
 
 def pytest_collection_modifyitems(session, config, items):
     """Library tests first, then the tests that read executed notebooks or the built book."""
-    items.sort(key=lambda item: _needs_notebooks(item) or bool(_NOTEBOOK_MARKERS & {m.name for m in item.iter_markers()}))
+    items.sort(key=_sorted_last)
+
+
+def _sorted_last(item) -> bool:
+    return _needs_notebooks(item) or bool(_NOTEBOOK_MARKERS & {m.name for m in item.iter_markers()})
 
 
 def pytest_collection_finish(session):
@@ -209,6 +216,21 @@ def pytest_collection_finish(session):
         book = any("built_book" in getattr(i, "fixturenames", ()) for i in session.items)
         pdf = any("built_pdf" in getattr(i, "fixturenames", ()) for i in session.items)
         _start_execution(book=book, pdf=pdf)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Note when the library tests are done (the first test that reads notebooks starts)."""
+    if _run and "library" not in _run["times"] and _sorted_last(item):
+        _run["times"]["library"] = (0.0, time.monotonic() - _run["t0"])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The session's critical path: when the library tests, the notebooks, the build and the PDF
+    pages ended (seconds from the executor's start), to see which of them the run waited for."""
+    if _run and _run["times"]:
+        parts = [f"{name} {a:.0f}-{b:.0f} s" for name, (a, b) in sorted(_run["times"].items(), key=lambda kv: kv[1][1])]
+        terminalreporter.write_line("timeline (from the executor's start): " + ", ".join(parts))
 
 
 def pytest_sessionfinish(session, exitstatus):

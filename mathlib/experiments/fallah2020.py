@@ -449,7 +449,7 @@ def _linreg_direction(w, ep, alpha, delta, c_maml, c_hf):
 
 
 def _variant_groups(variants):
-    """Group variants that can share one compiled body: same Hessian batch (size, or reuse of D_o).
+    r"""Group variants that can share one compiled body: same Hessian batch (size, or reuse of D_o).
 
     FO-MAML ignores the Hessian batch and joins the first group with an independent one (its draws of
     $\mathcal D_{in}$, $\mathcal D_o$ then coincide with that group's: common random numbers)."""
