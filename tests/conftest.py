@@ -11,8 +11,28 @@ import threading
 import time
 from pathlib import Path
 
-import jax
-from threadpoolctl import threadpool_limits
+# The library tests compile hundreds of small programs (many of them op by op, eagerly) and run
+# each for milliseconds, so XLA's CPU compiler dominates their time. The classic emitters at LLVM
+# O0 compile much faster (measured on a cold cache: tests/test_core_api.py 75 -> 33 CPU-s,
+# tests/test_experiments_chayti2024.py 92 -> 49). Set before jax is imported, for this process and
+# the subprocesses its tests start; the notebook executor gets the caller's flags back (see
+# _start_execution), so notebooks compile and run as `make book` runs them.
+_CALLER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{_CALLER_XLA_FLAGS or ''} {TEST_XLA_FLAGS}".strip()
+
+
+def caller_env() -> dict:
+    """``os.environ`` with the caller's XLA flags (without this session's compile-speed flags), for
+    subprocesses whose run time matters more than their compile time (notebooks, the benchmark)."""
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if _CALLER_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = _CALLER_XLA_FLAGS
+    return env
+
+import jax  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 # The notebooks execute in the background (2 workers) while these tests run: one BLAS thread here,
@@ -103,7 +123,7 @@ def _start_execution(book: bool = False, pdf: bool = False) -> None:
     if _run:
         return
     mirror = _mirror()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(caller_env(), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "mathlib.book", "execute", "--quick", "--workers", "2"]
     patterns = os.environ.get("MATHLIB_TEST_NOTEBOOKS", "").split()
     if patterns:
@@ -160,11 +180,13 @@ def _build_book() -> dict:
     return {"proc": proc, "html": out / "_build" / "html"}
 
 
-_PDF_PAGES = "1-40"
+# The single-page build is cut after its first documents before Chromium loads it: typesetting
+# the whole book (4400 equations) took 2 of the 3 CPU-minutes of this stage; `make pdf` does it.
+_PDF_DOCUMENTS = 6
 
 
 def _print_pdf() -> dict:
-    """The single-page build (reusing the HTML build's doctrees) and its first pages printed by
+    """The single-page build (reusing the HTML build's doctrees) and its first documents printed by
     headless Chromium; skipped (``None``) without Chromium or a successful HTML build."""
     from mathlib.book._browser import find_chromium
     from mathlib.book._pdf import print_book
@@ -179,9 +201,7 @@ def _print_pdf() -> dict:
     if proc.returncode != 0:
         return {"proc": proc}
     pdf = out / "_build" / "pdf" / "book-first-pages.pdf"
-    # The whole book is loaded and typeset; only its first pages are printed (printing all of
-    # them takes minutes of the test budget; `make pdf` does it).
-    return {"proc": proc, "pdf": pdf, "info": print_book(out / "_build" / "singlehtml" / "index.html", pdf, page_ranges=_PDF_PAGES)}
+    return {"proc": proc, "pdf": pdf, "info": print_book(out / "_build" / "singlehtml" / "index.html", pdf, documents=_PDF_DOCUMENTS)}
 
 
 def _stage(name: str) -> dict:

@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import caller_env
+
 SCRIPT = Path(__file__).resolve().parent / "benchmarks" / "bench_maml_sinusoid.py"
 
 
 def test_benchmark_quick_runs_and_table_parses(tmp_path):
     out_json = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out_json)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=caller_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [l for l in proc.stdout.splitlines() if l.startswith("|")]
     assert len(rows) >= 3, proc.stdout

@@ -182,14 +182,15 @@ def test_equations_stay_visible_in_the_dark_theme(built_book, browser):
 # --------------------------------------------------------------------------- PDF
 @pytest.mark.pdf
 def test_pdf_of_the_book(built_pdf, browser):
-    """The single-page HTML (reusing the HTML build's doctrees), its first pages printed by headless
-    Chromium (in the background after the HTML build; see conftest). Skips with instructions when
-    Chromium is absent (the browser fixture)."""
+    """The single-page HTML (reusing the HTML build's doctrees), cut after its first documents and
+    printed by headless Chromium (in the background after the HTML build; see conftest): MathJax
+    typeset the equations and every page was printed. Skips with instructions when Chromium is
+    absent (the browser fixture)."""
     assert not built_pdf.get("skipped"), "Chromium is present but the PDF stage was skipped (did the HTML build fail?)"
     proc = built_pdf["proc"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     info = built_pdf["info"]
-    assert info["equations"] > 20 and info["pages"] == 40, info
+    assert info["equations"] > 200 and info["pages"] >= 20, info
     SHOTS.parent.mkdir(parents=True, exist_ok=True)
     (SHOTS.parent / "book-first-pages.pdf").write_bytes(built_pdf["pdf"].read_bytes())
     (SHOTS.parent / "book-pdf.json").write_text(json.dumps(info))

@@ -293,15 +293,12 @@ def test_executor_atomic_incremental_and_clean(fake_repo):
     assert not list((gen / ".staging").glob("*")) if (gen / ".staging").exists() else True
     assert "failed at In [3]" in (gen / "status.md").read_text()
 
-    # quick mode injects quick=True (and re-executes: parameters are part of the hash)
+    # quick mode injects quick=True, and a parameter from the command line reaches the notebook
+    # (one run checks both: each run costs a kernel start)
     _nb(fake_repo / "notebooks" / "t" / "01-good.ipynb", _GOOD, 1.0)
-    r = _execute(fake_repo, "--quick", "--workers", "1", "notebooks/t/01-good.ipynb")
+    r = _execute(fake_repo, "--quick", "--workers", "1", "-p", "value", "7.5", "notebooks/t/01-good.ipynb")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert read_records(out)["t-quick"] is True
-
-    # a parameter from the command line reaches the notebook
-    r = _execute(fake_repo, "-p", "value", "7.5", "notebooks/t/01-good.ipynb")
-    assert r.returncode == 0 and read_records(out)["t-value"] == 7.5, r.stdout + r.stderr
+    assert read_records(out)["t-quick"] is True and read_records(out)["t-value"] == 7.5, r.stdout + r.stderr
 
 
 def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake_repo):
@@ -640,3 +637,22 @@ def test_every_figure_has_alt_text_in_its_notebook_and_on_its_page():
                 missing_page.append(page.relative_to(ROOT).as_posix())
     assert not missing_nb, f"save_figure without alt= in {sorted(set(missing_nb))}"
     assert not missing_page, f"{{figure}} without :alt: in {sorted(set(missing_page))}"
+
+
+def test_first_documents_cuts_the_single_page_between_documents():
+    """Implementation check of the PDF test's cut: the root page and the first n inlined documents
+    are kept with the head and the closing scripts; the rest of the content goes."""
+    from mathlib.book._pdf import first_documents
+
+    doc = lambda name: f'<span id="document-{name}"></span><section><h1>{name}</h1><p>$x_{name}$</p></section>'
+    page = ('<html><head><script src="mathjax.js"></script></head><body><article><section><h1>root</h1>'
+            '<div class="toctree-wrapper">' + doc("a") + doc("b") + doc("c") + '</div></section>'
+            '<script>thebe</script></article><script defer src="theme.js"></script></body></html>')
+    cut = first_documents(page, 2)
+    assert "<h1>root</h1>" in cut and "<h1>a</h1>" in cut and "<h1>b</h1>" in cut and "<h1>c</h1>" not in cut
+    assert cut.startswith('<html><head><script src="mathjax.js">') and cut.endswith('<script defer src="theme.js"></script></body></html>')
+    assert first_documents(page, 3) == page and first_documents(page, 9) == page
+    with pytest.raises(ValueError, match=r"documents must be an int >= 1, got 0"):
+        first_documents(page, 0)
+    with pytest.raises(ValueError, match="no </article>"):
+        first_documents(page.replace("</article>", ""), 1)
