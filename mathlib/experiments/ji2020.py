@@ -447,7 +447,13 @@ _JITTED: dict = {}
 
 
 def _jitted(fn):
-    """One ``jax.jit`` wrapper per Python function (a sampler passed to several runs compiles once)."""
+    """One ``jax.jit`` wrapper per Python function (a sampler passed to several runs compiles once).
+
+    An already jitted function is returned as it is: the caller's own calls of it (e.g. to draw the
+    batch :func:`time_meta_step` times) then reuse the compilation the training made.
+    """
+    if hasattr(fn, "lower"):  # a jax.jit-wrapped function
+        return fn
     if fn not in _JITTED:
         _JITTED[fn] = jax.jit(fn)
     return _JITTED[fn]
