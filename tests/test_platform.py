@@ -656,3 +656,17 @@ def test_first_documents_cuts_the_single_page_between_documents():
         first_documents(page, 0)
     with pytest.raises(ValueError, match="no </article>"):
         first_documents(page.replace("</article>", ""), 1)
+
+
+def test_kernel_env_flags_per_mode_and_workers(tmp_path, monkeypatch):
+    """Implementation check: quick mode adds the compile-speed flag, full mode does not; several
+    workers pin one thread per kernel; the variable is always set (no stale flags in a worker)."""
+    from mathlib.book import _execute
+
+    monkeypatch.setattr(_execute, "_CALLER_XLA_FLAGS", "")
+    env = lambda workers, quick: _execute.kernel_env(tmp_path, Path("notebooks/t/a.ipynb"), tmp_path, workers, quick=quick)["XLA_FLAGS"]  # noqa: E731
+    assert env(1, False) == "" and env(1, True) == _execute.QUICK_XLA_FLAGS
+    assert env(2, False) == "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    assert env(2, True) == env(2, False) + " " + _execute.QUICK_XLA_FLAGS
+    monkeypatch.setattr(_execute, "_CALLER_XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    assert env(1, True) == "--xla_cpu_use_fusion_emitters=true"  # the caller's choice wins
