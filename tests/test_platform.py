@@ -320,6 +320,26 @@ def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake
     assert r.returncode == 2 and "argument --cell-timeout must be > 0 seconds, got 0.0" in r.stderr, r.stderr
 
 
+def test_executor_kills_a_kernel_that_uses_no_cpu(fake_repo):
+    """A kernel blocked without using CPU (as in an XLA runtime deadlock, which waited on a buffer
+    forever with every thread idle) is killed after the stall limit, long before the cell limit,
+    and its notebook fails by name as a dead kernel (retryable; no retry asked here)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("quick = False\nseed = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import threading\nthreading.Event().wait()")]
+    nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
+    t0 = time.perf_counter()
+    r = _execute(fake_repo, "--stall-timeout", "5", "--retries", "0", "notebooks/t/01-good.ipynb")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "used no CPU for 5 s: killed" in r.stdout and "FAILED notebooks/t/01-good.ipynb" in r.stdout, r.stdout
+    assert "DeadKernelError" in r.stdout or "Kernel died" in r.stdout, r.stdout
+    assert time.perf_counter() - t0 < 120, "the stall limit, not the cell limit (300 s), ended the run"
+    r = _execute(fake_repo, "--stall-timeout", "-1")
+    assert r.returncode == 2 and "argument --stall-timeout must be > 0 seconds, got -1.0" in r.stderr, r.stderr
+
+
 def test_executor_watchdog_stops_a_wedged_worker_and_its_kernel(fake_repo):
     """A worker that outlives the notebook limit (wedged outside any cell) is killed with its
     kernel; the run names it and exits non-zero instead of hanging."""

@@ -32,6 +32,8 @@ def main(argv=None) -> int:
                     help="time limit of every cell (default: 300 in quick mode, 3600 in full mode)")
     ex.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
                     help="watchdog: stop the run if one notebook's worker runs longer (default: 1200 quick, 14400 full)")
+    ex.add_argument("--stall-timeout", type=float, default=None, metavar="SECONDS",
+                    help="kill a kernel whose processes use no CPU for this long (a deadlock) and retry its notebook (default: 90)")
     ex.add_argument("--retries", type=int, default=1,
                     help="re-runs of a notebook that timed out or whose kernel died (default: 1)")
     sub.add_parser("pages", help="regenerate the figure gallery and the status page")
@@ -58,12 +60,15 @@ def main(argv=None) -> int:
             parser.error(f"argument --cell-timeout must be > 0 seconds, got {args.cell_timeout}")
         if args.notebook_timeout is not None and args.notebook_timeout <= 0:
             parser.error(f"argument --notebook-timeout must be > 0 seconds, got {args.notebook_timeout}")
+        if args.stall_timeout is not None and args.stall_timeout <= 0:
+            parser.error(f"argument --stall-timeout must be > 0 seconds, got {args.stall_timeout}")
         if args.retries < 0:
             parser.error(f"argument --retries must be >= 0, got {args.retries}")
         failures = execute(root, [Path(n) for n in args.notebooks] or None, quick=args.quick,
                            extra_parameters=_param(args.parameter), workers=args.workers, force=args.force,
                            cell_timeout=args.cell_timeout, retries=args.retries,
-                           notebook_timeout=args.notebook_timeout)
+                           notebook_timeout=args.notebook_timeout,
+                           **({} if args.stall_timeout is None else {"stall_timeout": args.stall_timeout}))
         write_pages(root)
         return 1 if failures else 0
     if args.cmd == "pages":

@@ -195,6 +195,43 @@ QUICK_NOTEBOOK_TIMEOUT = 1200
 FULL_NOTEBOOK_TIMEOUT = 4 * 3600
 
 
+# A kernel whose process tree uses no CPU for this long while its notebook runs is wedged: killed,
+# so that its notebook fails with DeadKernelError and is retried (instead of waiting for the cell
+# limit, an hour in full mode). Seen once in full mode (2026-11-29, wang2020/03): the kernel sat in
+# np.asarray(jax_array) -> tsl::BlockUntilReady with every XLA thread idle, an XLA CPU runtime
+# deadlock; killed after 13 min, its retry ran in 57 s. No notebook here waits on anything but
+# its own computation, so an idle minute and a half is never legitimate.
+STALL_TIMEOUT = 90.0
+
+
+def _stalled_kernels(pool: cf.ProcessPoolExecutor, seen: dict[int, tuple[float, float]], now: float,
+                     stall_timeout: float) -> list:
+    """The kernels (children of the pool's workers) whose process tree's CPU time has not changed
+    for ``stall_timeout`` seconds; ``seen`` maps a kernel's pid to (CPU seconds, when it last changed)."""
+    import psutil
+
+    stalled, alive = [], set()
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        try:
+            kernels = psutil.Process(proc.pid).children()
+        except psutil.NoSuchProcess:
+            continue
+        for k in kernels:
+            try:
+                cpu = sum(sum(p.cpu_times()[:2]) for p in (k, *k.children(recursive=True)))
+            except psutil.NoSuchProcess:
+                continue
+            alive.add(k.pid)
+            last = seen.get(k.pid)
+            if last is None or abs(cpu - last[0]) > 0.02:
+                seen[k.pid] = (cpu, now)
+            elif now - last[1] > stall_timeout:
+                stalled.append(k)
+    for pid in set(seen) - alive:
+        seen.pop(pid)
+    return stalled
+
+
 def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
     """Kill the pool's worker processes and everything they started (kernels)."""
     import psutil
@@ -316,6 +353,7 @@ def execute(
     cell_timeout: float | None = None,
     retries: int = 1,
     notebook_timeout: float | None = None,
+    stall_timeout: float = STALL_TIMEOUT,
     stream=sys.stdout,
 ) -> int:
     """Execute notebooks (default: all in ``_toc.yml``). Returns the number of failures.
@@ -323,7 +361,9 @@ def execute(
     ``cell_timeout`` (seconds) limits every cell (default 300 in quick mode, 3600 in full mode);
     a notebook that times out or whose kernel dies is retried ``retries`` times. A watchdog stops
     the run if one notebook's worker outlives ``notebook_timeout`` (default 1200 s in quick mode,
-    4 h in full mode): that is a worker wedged outside any cell, and the run names it.
+    4 h in full mode): that is a worker wedged outside any cell, and the run names it. A kernel
+    whose processes use no CPU for ``stall_timeout`` seconds (default :data:`STALL_TIMEOUT`) is
+    killed, so its notebook fails with a dead kernel and is retried.
     """
     root = root.resolve()
     sources = [Path(s) for s in (sources or toc_notebooks(root))]
@@ -363,10 +403,20 @@ def execute(
         submit = lambda s, d: pool.submit(run_one, str(root), s.as_posix(), parameters, workers, d, cell_timeout)  # noqa: E731
         futures = {submit(s, d): (s, d, 0) for s, d in todo}
         running_since: dict[Any, float] = {}
+        kernel_cpu: dict[int, tuple[float, float]] = {}
         n = 0
         while futures:
             done, _ = cf.wait(list(futures), timeout=5, return_when=cf.FIRST_COMPLETED)
             now = time.perf_counter()
+            for k in _stalled_kernels(pool, kernel_cpu, now, stall_timeout):
+                print(f"[stall] a kernel (pid {k.pid}) used no CPU for {stall_timeout:.0f} s: killed, its notebook is retried",
+                      file=stream, flush=True)
+                try:
+                    for c in k.children(recursive=True):
+                        c.kill()
+                    k.kill()
+                except Exception:  # already gone
+                    pass
             for f in futures:
                 if f.running():
                     running_since.setdefault(f, now)
