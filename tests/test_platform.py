@@ -301,15 +301,20 @@ def test_executor_atomic_incremental_and_clean(fake_repo):
     assert read_records(out)["t-quick"] is True and read_records(out)["t-value"] == 7.5, r.stdout + r.stderr
 
 
-def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake_repo):
-    """A cell that never returns (a lost kernel reply looks the same) fails its notebook by name
-    after the per-cell limit, is retried once, and does not stop the other notebook."""
+def _blocking_notebook(path, code: str) -> None:
+    """A notebook with a parameters cell and one cell running ``code`` (which never returns)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell("quick = False\nseed = 0")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(600)")]
-    nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, path)
+
+
+def test_executor_names_a_hung_notebook_retries_it_once_and_runs_the_others(fake_repo):
+    """A cell that never returns (a lost kernel reply looks the same) fails its notebook by name
+    after the per-cell limit, is retried once, and does not stop the other notebook."""
+    _blocking_notebook(fake_repo / "notebooks" / "t" / "01-good.ipynb", "import time\ntime.sleep(600)")
     r = _execute(fake_repo, "--cell-timeout", "4", "--retries", "1")
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.count("[retry] notebooks/t/01-good.ipynb") == 1, r.stdout
@@ -324,12 +329,7 @@ def test_executor_kills_a_kernel_that_uses_no_cpu(fake_repo):
     """A kernel blocked without using CPU (as in an XLA runtime deadlock, which waited on a buffer
     forever with every thread idle) is killed after the stall limit, long before the cell limit,
     and its notebook fails by name as a dead kernel (retryable; no retry asked here)."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("quick = False\nseed = 0")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import threading\nthreading.Event().wait()")]
-    nbformat.write(nb, fake_repo / "notebooks" / "t" / "01-good.ipynb")
+    _blocking_notebook(fake_repo / "notebooks" / "t" / "01-good.ipynb", "import threading\nthreading.Event().wait()")
     t0 = time.perf_counter()
     r = _execute(fake_repo, "--stall-timeout", "5", "--retries", "0", "notebooks/t/01-good.ipynb")
     assert r.returncode == 1, r.stdout + r.stderr
