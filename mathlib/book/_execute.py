@@ -197,10 +197,11 @@ FULL_NOTEBOOK_TIMEOUT = 4 * 3600
 
 # A kernel whose process tree uses no CPU for this long while its notebook runs is wedged: killed,
 # so that its notebook fails with DeadKernelError and is retried (instead of waiting for the cell
-# limit, an hour in full mode). Seen once in full mode (2026-11-29, wang2020/03): the kernel sat in
-# np.asarray(jax_array) -> tsl::BlockUntilReady with every XLA thread idle, an XLA CPU runtime
-# deadlock; killed after 13 min, its retry ran in 57 s. No notebook here waits on anything but
-# its own computation, so an idle minute and a half is never legitimate.
+# limit, an hour in full mode). Seen in full mode (2026-11-29, wang2020/03, and again in its
+# retry): the kernel sat in np.asarray(jax_array) -> tsl::BlockUntilReady with every XLA thread
+# idle, an intermittent XLA CPU runtime deadlock (not fixed: this only names it quickly). No
+# notebook here waits on anything but its own computation, so an idle minute and a half is never
+# legitimate.
 STALL_TIMEOUT = 90.0
 
 
@@ -232,18 +233,23 @@ def _stalled_kernels(pool: cf.ProcessPoolExecutor, seen: dict[int, tuple[float, 
     return stalled
 
 
-def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
-    """Kill the pool's worker processes and everything they started (kernels)."""
+def _kill_tree(proc) -> None:
+    """Kill a process (a ``psutil.Process`` or anything with a ``pid``) and all its descendants."""
     import psutil
 
+    try:
+        parent = proc if isinstance(proc, psutil.Process) else psutil.Process(proc.pid)
+        for child in parent.children(recursive=True):
+            child.kill()
+        parent.kill()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill the pool's worker processes and everything they started (kernels)."""
     for proc in list(getattr(pool, "_processes", {}).values()):
-        try:
-            parent = psutil.Process(proc.pid)
-            for child in parent.children(recursive=True):
-                child.kill()
-            parent.kill()
-        except psutil.NoSuchProcess:
-            pass
+        _kill_tree(proc)
 
 
 def run_one(
@@ -411,12 +417,7 @@ def execute(
             for k in _stalled_kernels(pool, kernel_cpu, now, stall_timeout):
                 print(f"[stall] a kernel (pid {k.pid}) used no CPU for {stall_timeout:.0f} s: killed, its notebook is retried",
                       file=stream, flush=True)
-                try:
-                    for c in k.children(recursive=True):
-                        c.kill()
-                    k.kill()
-                except Exception:  # already gone
-                    pass
+                _kill_tree(k)
             for f in futures:
                 if f.running():
                     running_since.setdefault(f, now)
