@@ -121,6 +121,63 @@ def _check_theta(fn: str, theta, mdp: TabularMDP):
         )
 
 
+_UNROLL_MAX = 16   # up to this many states the elimination is traced entry by entry (fastest to compile)
+
+
+def _eliminate(M, b):
+    # Gaussian elimination without pivoting on [M | b], then back substitution
+    n = M.shape[-1]
+    if n <= _UNROLL_MAX:
+        A = [[M[i, j] for j in range(n)] + [b[i]] for i in range(n)]
+        for k in range(n - 1):
+            for i in range(k + 1, n):
+                f = A[i][k] / A[k][k]
+                A[i] = [A[i][j] - f * A[k][j] if j > k else A[i][j] for j in range(n + 1)]
+        x = [None] * n
+        for i in reversed(range(n)):
+            s = A[i][n]
+            for j in range(i + 1, n):
+                s = s - A[i][j] * x[j]
+            x[i] = s / A[i][i]
+        return jnp.stack(x)
+    Ab = jnp.concatenate([M, b[:, None]], axis=-1)
+    rows = jnp.arange(n)
+
+    def eliminate(k, Ab):
+        pivot = jax.lax.dynamic_index_in_dim(Ab, k, 0, keepdims=False)
+        return Ab - jnp.where(rows > k, Ab[:, k] / pivot[k], 0)[:, None] * pivot[None, :]
+
+    Ab = jax.lax.fori_loop(0, n - 1, eliminate, Ab)
+    U, c = Ab[:, :n], Ab[:, n]
+
+    def substitute(j, x):
+        i = n - 1 - j
+        return x.at[i].set((c[i] - U[i] @ x) / U[i, i])
+
+    return jax.lax.fori_loop(0, n, substitute, jnp.zeros(n, Ab.dtype))
+
+
+def solve_diagonally_dominant(M: jax.Array, b: jax.Array) -> jax.Array:
+    r"""Solve $Mx=b$ by Gaussian elimination without pivoting, in plain ``jax.numpy``.
+
+    Every system of this module has $M=I-\gamma P_\pi$ (or its transpose) with $P_\pi$ row
+    stochastic and $\gamma<1$: $M$ is strictly diagonally dominant by rows,
+    $M_{ss}-\sum_{t\ne s}|M_{st}| \ge 1-\gamma>0$, so $M^\top$ is by columns, and elimination without
+    pivoting is backward stable for both (growth factor at most 2). Derivatives are implicit
+    (``jax.lax.custom_linear_solve``: the derivative of a solve is a solve with $M$ or $M^\top$), as for
+    ``jnp.linalg.solve``; up to 16 states the elimination is unrolled entry by entry, above that it is
+    a ``fori_loop`` over rows. ``M`` is ``(S, S)`` and ``b`` is ``(S,)``; ``jax.vmap`` for batches.
+
+    Why not ``jnp.linalg.solve``: with jaxlib 0.10.2 on CPU, a vmapped batch of tens of thousands of
+    these small LAPACK LU solves (the grid search of wang2020's notebook 03 in full mode), dispatched
+    asynchronously, deadlocked: the host waited in ``BlockUntilReady`` with every XLA thread idle
+    (6 of 6 runs of a one-call reproduction hung; none did with this function). For $S=3$ it also
+    compiles no slower and runs faster than the LAPACK call.
+    """
+    return jax.lax.custom_linear_solve(lambda x: M @ x, b, solve=lambda _, c: _eliminate(M, c),
+                                       transpose_solve=lambda _, c: _eliminate(M.T, c))
+
+
 def policy_probs(theta: jax.Array) -> jax.Array:
     r"""Tabular softmax policy $\pi_\theta(a\mid s) = \mathrm{softmax}(\theta_{s,\cdot})_a$, shape ``(S, A)``."""
     return jax.nn.softmax(theta, axis=-1)
@@ -144,7 +201,7 @@ def state_values(theta: jax.Array, mdp: TabularMDP) -> jax.Array:
 @jax.jit
 def _state_values(theta, mdp):
     _, M, r_pi = _markov_chain(theta, mdp)
-    return jnp.linalg.solve(M, r_pi)
+    return solve_diagonally_dominant(M, r_pi)
 
 
 def action_values(theta: jax.Array, mdp: TabularMDP) -> jax.Array:
@@ -171,7 +228,7 @@ def discounted_visitation(theta: jax.Array, mdp: TabularMDP) -> jax.Array:
 @jax.jit
 def _visitation(theta, mdp):
     _, M, _ = _markov_chain(theta, mdp)
-    return jnp.linalg.solve(M.T, mdp.mu0)
+    return solve_diagonally_dominant(M.T, mdp.mu0)
 
 
 def policy_value(theta: jax.Array, mdp: TabularMDP) -> jax.Array:
@@ -188,7 +245,7 @@ def policy_value(theta: jax.Array, mdp: TabularMDP) -> jax.Array:
 @jax.jit
 def _policy_value(theta, mdp):
     _, M, r_pi = _markov_chain(theta, mdp)
-    return mdp.mu0 @ jnp.linalg.solve(M, r_pi)
+    return mdp.mu0 @ solve_diagonally_dominant(M, r_pi)
 
 
 def policy_loss(theta: jax.Array, mdp: TabularMDP) -> jax.Array:
@@ -234,7 +291,7 @@ def _optimal_value(mdp, num_iters):
     def evaluate(a_idx):
         P_pi = jnp.take_along_axis(mdp.P, a_idx[:, None, None], axis=1)[:, 0, :]
         r_pi = jnp.take_along_axis(mdp.r, a_idx[:, None], axis=1)[:, 0]
-        V = jnp.linalg.solve(jnp.eye(S, dtype=mdp.r.dtype) - mdp.gamma * P_pi, r_pi)
+        V = solve_diagonally_dominant(jnp.eye(S, dtype=mdp.r.dtype) - mdp.gamma * P_pi, r_pi)
         return V
 
     def step(_, a_idx):

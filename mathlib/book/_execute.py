@@ -199,7 +199,8 @@ FULL_NOTEBOOK_TIMEOUT = 4 * 3600
 # so that its notebook fails with DeadKernelError and is retried (instead of waiting for the cell
 # limit, an hour in full mode). Seen in full mode (2026-11-29, wang2020/03, and again in its
 # retry): the kernel sat in np.asarray(jax_array) -> tsl::BlockUntilReady with every XLA thread
-# idle, an intermittent XLA CPU runtime deadlock (not fixed: this only names it quickly). No
+# idle: an XLA CPU runtime deadlock in a large vmapped batch of small LAPACK solves, since avoided
+# by mathlib._rl.solve_diagonally_dominant. The watchdog stays for the next one. No
 # notebook here waits on anything but its own computation, so an idle minute and a half is never
 # legitimate.
 STALL_TIMEOUT = 90.0

@@ -19,6 +19,7 @@ import numpy as np
 import mathlib as ml
 from mathlib._validate import check_int, check_positive
 from mathlib._fits import fit_loglog_slope  # re-exported: the core's one definition of a slope
+from mathlib._rl import solve_diagonally_dominant  # LAPACK-free: see its docstring
 
 __all__ = [
     "jit_sample",
@@ -563,7 +564,7 @@ def _optimal_policy(mdp, num_iters=50):
     def step(_, a_idx):
         P_pi = jnp.take_along_axis(mdp.P, a_idx[:, None, None], axis=1)[:, 0, :]
         r_pi = jnp.take_along_axis(mdp.r, a_idx[:, None], axis=1)[:, 0]
-        V = jnp.linalg.solve(jnp.eye(S, dtype=mdp.r.dtype) - mdp.gamma * P_pi, r_pi)
+        V = solve_diagonally_dominant(jnp.eye(S, dtype=mdp.r.dtype) - mdp.gamma * P_pi, r_pi)
         return jnp.argmax(mdp.r + mdp.gamma * jnp.einsum("sat,t->sa", mdp.P, V), -1)
 
     a = jax.lax.fori_loop(0, num_iters, step, jnp.argmax(mdp.r, -1))
@@ -584,8 +585,8 @@ def _adapted_diag(theta, mdps, alpha):
         P_s = jnp.einsum("sa,sat->st", pstar, mdp.P)
         r_s = jnp.sum(pstar * mdp.r, -1)
         M = jnp.eye(P_s.shape[0], dtype=P_s.dtype) - mdp.gamma * P_s
-        Jstar = mdp.mu0 @ jnp.linalg.solve(M, r_s)
-        dstar = jnp.linalg.solve(M.T, mdp.mu0) * (1 - mdp.gamma)
+        Jstar = mdp.mu0 @ solve_diagonally_dominant(M, r_s)
+        dstar = solve_diagonally_dominant(M.T, mdp.mu0) * (1 - mdp.gamma)
         C = jnp.max(dstar / d)
         pdl = jnp.sum(dstar * jnp.sum(pstar * Adv, -1)) / (1 - mdp.gamma)   # = J* - J exactly
         slack = jnp.sum(d * jnp.max(Adv, -1)) / (1 - mdp.gamma)
