@@ -110,8 +110,8 @@ def test_claim2_nonconvex_slower_at_the_long_horizon(executed):
     """Empirical claim (NC head) at the published run's length (long_steps outer steps): at the 3x
     inner step and with alpha proportional to 1/N, N = 1 ends with a lower meta-loss than N = 16
     (ratio of the medians over seeds above 1), the paper's direction. Quick mode computes this by a
-    separate run of those configurations from the first long_seeds initialisations of the published
-    run (full mode reads it from its sweep, over all seeds); this test checks the quick-mode records.
+    continuation of those configurations of its sweep, whose initialisations are the published
+    run's first ones (full mode reads it from its sweep, over all seeds); this test checks the quick-mode records.
     At the base inner step the long-horizon ratio is close to 1 and the seeds disagree, which the
     chapter says; it is recorded, not asserted."""
     r = executed("ji2020/02-convergence")
@@ -124,7 +124,7 @@ def test_claim2_nonconvex_slower_at_the_long_horizon(executed):
 
 
 def test_claim4_anil_vs_maml(executed):
-    """Empirical claims at matched budgets (quick mode: 300 outer steps of 10 tasks on sinusoids, 100 on
+    """Empirical claims at matched budgets (quick mode: 300 outer steps of 10 tasks on sinusoids, 50 on
     digits, where the gap is already there after the first evaluations and a MAML step costs far more;
     ANIL and MAML always get the same number of steps): both methods
     learn; MAML adapts better at this budget (significantly on digits, by a paired 95 % CI over

@@ -128,6 +128,21 @@ def test_train_deterministic_first_gradient_and_descent():
     np.testing.assert_allclose(r["grad_sq"], r["grad_sq_body"] + r["grad_sq_head"], rtol=1e-12)
 
 
+def test_train_deterministic_continues_from_returned_params():
+    # per_config continuation from the returned parameters = the same run, longer (notebook 02's quick long run)
+    loss = ex.head_loss(0.1)
+    p0 = jax.vmap(lambda k: _params(k))(jax.random.split(jax.random.key(11), 2))
+    eps = jax.vmap(_episode)(jax.random.split(jax.random.key(12), 3))
+    a, n = [0.5, 0.25, 0.5], [2, 1, 1]
+    whole = ex.train_deterministic(loss, p0, eps, a, n, 2, 0.2, 8)
+    first = ex.train_deterministic(loss, p0, eps, a, n, 2, 0.2, 5, return_params=True)
+    sub = [2, 0]   # a subset of the configurations, in another order
+    pc = jax.tree_util.tree_map(lambda x: x[np.array(sub)], first["params"])
+    rest = ex.train_deterministic(loss, pc, eps, [a[c] for c in sub], [n[c] for c in sub], 2, 0.2, 3, per_config=True)
+    np.testing.assert_allclose(rest["loss"], whole["loss"][sub][..., 5:], rtol=1e-10)
+    np.testing.assert_allclose(first["loss"], whole["loss"][..., :5], rtol=1e-12)
+
+
 def test_mean_ci():
     m, h = ex.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
     np.testing.assert_allclose(m, [2.0, 2.0])

@@ -46,6 +46,7 @@ __all__ = [
     "compare_runs",
     "time_meta_step",
     "mean_ci",
+    "QUICK_COMPILE",
 ]
 
 
@@ -336,17 +337,21 @@ def fit_geometric_ratio(n, err, tail: int | None = None):
 
 
 # =============================================================================== claim 2
-def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: float, num_steps: int):
+def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: float, num_steps: int, *,
+                        per_config: bool = False, return_params: bool = False):
     r"""Full-batch ANIL by gradient descent, $(\phi,h)_{k+1}=(\phi,h)_k-\beta\,\nabla\mathcal L_N(\phi_k,h_k)$.
 
     $\mathcal L_N=\frac1B\sum_i\ell(\phi,h_i^N;D_i)$ over the fixed ``episodes`` (leading task axis).
     Runs every configuration ``(alphas[c], ns[c])`` and every initialisation (leading axis of the
-    leaves of ``params0``) in one compiled ``vmap``. Claim 2.
+    leaves of ``params0``) in one compiled ``vmap``. With ``per_config=True`` the leaves of
+    ``params0`` carry a leading configuration axis before the initialisation axis (each configuration
+    starts from its own parameters: continuing runs from ``return_params``). Claim 2.
 
     Returns:
         dict of numpy arrays of shape ``(configs, inits, num_steps)``: ``"grad_sq"``
         ($\|\nabla\mathcal L_N\|^2$ at step $k$, exact), ``"grad_sq_body"``, ``"grad_sq_head"``,
-        ``"loss"`` ($\mathcal L_N$); non-finite values mark a diverged run.
+        ``"loss"`` ($\mathcal L_N$); non-finite values mark a diverged run. With ``return_params``
+        also ``"params"``: the parameters after the last step, leaves of shape ``(configs, inits, ...)``.
     """
     num_steps = check_int("train_deterministic", "num_steps", num_steps)
 
@@ -360,26 +365,36 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
             gh = ml.tree_vdot(g["head"], g["head"])
             return ml.tree_axpy(-beta, g, p), (gb + gh, gb, gh, val)
 
-        _, rec = jax.lax.scan(step, p0, None, length=num_steps)
-        return rec
+        p_end, rec = jax.lax.scan(step, p0, None, length=num_steps)
+        return (*rec, p_end)
 
     # Configurations grouped by N: the groups one after the other (lax.map), the step sizes of a
     # group, the initialisations and the tasks vmapped. N is then not batched inside a group, so
     # masked_adapt's lax.cond skips the steps t >= N: a group costs N inner steps, not n_max (a vmap
-    # over every configuration would pay n_max for each). Groups are padded to equal size by
-    # repeating one of their configurations; the repeats are dropped.
+    # over every configuration would pay n_max for each; measured, it was also slower to run). Groups
+    # are padded to equal size by repeating one of their configurations; the repeats are dropped.
     ns_np = np.asarray(ns, dtype=int)
     uniq = np.unique(ns_np)
     groups = [np.flatnonzero(ns_np == u) for u in uniq]
     idx = np.stack([np.resize(g, max(map(len, groups))) for g in groups])      # (groups, size)
     dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    per_group = jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, None))
-    runs = jax.jit(lambda p, a, n: jax.lax.map(lambda an: per_group(p, *an), (a, n)))
-    grouped = runs(params0, jnp.asarray(np.asarray(alphas, float)[idx], dt), jnp.asarray(uniq, jnp.int32))
+    alphas_g = jnp.asarray(np.asarray(alphas, float)[idx], dt)
+    if per_config:
+        per_group = jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(0, 0, None))
+        runs = jax.jit(lambda p, a, n: jax.lax.map(lambda pan: per_group(*pan), (p, a, n)))
+        p_in = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx], params0)   # (groups, size, inits, ...)
+    else:
+        per_group = jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, None))
+        runs = jax.jit(lambda p, a, n: jax.lax.map(lambda an: per_group(p, *an), (a, n)))
+        p_in = params0
+    *grouped, p_end = runs(p_in, alphas_g, jnp.asarray(uniq, jnp.int32))
     where = {int(c): (g, j) for g in range(idx.shape[0]) for j, c in reversed(list(enumerate(idx[g])))}
     pick = np.array([where[c] for c in range(ns_np.size)])
-    out = [np.asarray(o)[pick[:, 0], pick[:, 1]] for o in grouped]
-    return dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"), out))
+    out = dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"),
+                   [np.asarray(o)[pick[:, 0], pick[:, 1]] for o in grouped]))
+    if return_params:
+        out["params"] = jax.tree_util.tree_map(lambda x: x[pick[:, 0], pick[:, 1]], p_end)
+    return out
 
 
 # =============================================================================== claim 4
@@ -409,6 +424,18 @@ def _eval_metric(kind):
     return lambda pred, y: ml.mse(pred, y)
 
 
+#: ``compiler_options`` of the evaluators of a quick run of claim 4 (:func:`compare_runs`): LLVM
+#: optimisation level 0. An evaluator runs a few times per seed, so its compilation (MAML adapts the
+#: whole network on every test task) costs more than its runs; results agree with the default level
+#: to round-off. The meta-steps keep the defaults (at level 0 they compiled 4x faster but ran so much
+#: slower that a quick run took as long); full mode keeps the defaults everywhere.
+QUICK_COMPILE = (("xla_backend_optimization_level", 0),)
+
+
+def _jit(fn, compiler_options):
+    return jax.jit(fn, compiler_options=dict(compiler_options)) if compiler_options else jax.jit(fn)
+
+
 @functools.lru_cache(maxsize=16)
 def _meta_step(method: str, kind: str, alpha: float, steps: int, activation: str, lr: float = 1e-3):
     """One jitted meta-step (meta-gradient over a batch + Adam update), compiled once per configuration.
@@ -429,7 +456,7 @@ def _meta_step(method: str, kind: str, alpha: float, steps: int, activation: str
 
 
 @functools.lru_cache(maxsize=16)
-def _evaluator(method: str, kind: str, alpha: float, steps: int, activation: str):
+def _evaluator(method: str, kind: str, alpha: float, steps: int, activation: str, compiler_options: tuple = ()):
     """Jitted ``(params, episodes) -> metric per task`` after ``steps`` inner steps (head only for ANIL)."""
     loss = ml.body_head_loss(kind, activation=activation)
     metric = _eval_metric(kind)
@@ -440,7 +467,7 @@ def _evaluator(method: str, kind: str, alpha: float, steps: int, activation: str
         x, y = ep.query
         return metric(ml.body_head_apply(a, x, activation), y)
 
-    return jax.jit(lambda p, eps: jax.vmap(lambda ep: one(p, ep))(eps))
+    return _jit(lambda p, eps: jax.vmap(lambda ep: one(p, ep))(eps), compiler_options)
 
 
 _JITTED: dict = {}
@@ -460,7 +487,7 @@ def _jitted(fn):
 
 
 def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, keys, *, alpha, steps: int,
-                 lr: float, num_steps: int, eval_every: int, activation: str = "relu"):
+                 lr: float, num_steps: int, eval_every: int, activation: str = "relu", compiler_options=()):
     r"""Meta-train one method from several seeds and evaluate after adaptation.
 
     ``method`` in ``{"anil", "maml", "anil_fo"}``: ANIL adapts the head only (``ml.anil_grad``,
@@ -474,6 +501,9 @@ def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, k
     (compiled once per configuration and shared by the two), on episodes drawn by ``sample_train``
     (jitted once per function object); seeds run one after the other. One compiled program per
     method was twice as slow to compile and, vmapped over seeds, slower to run on CPU.
+    ``compiler_options``: XLA options of the evaluator, as ``((name, value), ...)`` (``()``: defaults;
+    :data:`QUICK_COMPILE` for a quick run). The meta-step always keeps the defaults: it runs hundreds of
+    times, and it is the function :func:`time_meta_step` times.
 
     Returns:
         ``(curves, per_task)``: ``curves`` of shape ``(seeds, evals)`` (mean metric over the test
@@ -483,7 +513,7 @@ def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, k
     num_steps = check_int("compare_runs", "num_steps", num_steps)
     eval_every = check_int("compare_runs", "eval_every", eval_every)
     step, opt = _meta_step(method, kind, float(alpha), steps, activation, float(lr))
-    evaluate = _evaluator(method, kind, float(alpha), steps, activation)
+    evaluate = _evaluator(method, kind, float(alpha), steps, activation, tuple(sorted(dict(compiler_options).items())))
     sample, init = _jitted(sample_train), _jitted(init_fn)
     n_evals = num_steps // eval_every
     scores = []
@@ -493,8 +523,8 @@ def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, k
         s = opt.init(p)
         ks = jax.random.split(k_train, n_evals * eval_every)
         seed_scores = [evaluate(p, eval_episodes)]
-        for i in range(n_evals * eval_every):
-            p, s = step(p, s, sample(ks[i]))
+        for i, k in enumerate(ks):   # iterating unstacks the keys once (indexing ks[i] was two eager ops a step)
+            p, s = step(p, s, sample(k))
             if (i + 1) % eval_every == 0:
                 seed_scores.append(evaluate(p, eval_episodes))
         scores.append(np.stack([np.asarray(x) for x in seed_scores]))
