@@ -93,7 +93,8 @@ def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
     """Empirical claim (NC head) over the short horizon (short_steps outer steps, the quick-mode run's
     length; full mode records the same ratios at that step of its longer run): N = 16 reaches a lower
     meta-loss than N = 1 at the same alpha and at a 3x larger alpha, and with alpha proportional to
-    1/N the loss changes by less than 20 %; no run diverged. Checked on the quick-mode records."""
+    1/N the loss changes by less than 20 %; no run diverged. Checked on the quick-mode records, at the
+    book's seed only: on some other seeds the 1/N band fails (the reproducibility page says so)."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-nc-diverged"] == 0
     assert r["ji2020-conv-nc-short-steps"] == r["ji2020-conv-steps"]  # in quick mode the sweep ends there
@@ -113,7 +114,8 @@ def test_claim2_nonconvex_slower_at_the_long_horizon(executed):
     continuation of those configurations of its sweep, whose initialisations are the published
     run's first ones (full mode reads it from its sweep, over all seeds); this test checks the quick-mode records.
     At the base inner step the long-horizon ratio is close to 1 and the seeds disagree, which the
-    chapter says; it is recorded, not asserted."""
+    chapter says; it is recorded, not asserted. At the book's seed only: on one other seed the
+    larger-step ratio fell to 1 (the reproducibility page says so)."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-nc-long-steps"] > r["ji2020-conv-nc-short-steps"]
     assert r["ji2020-conv-nc-long-seeds"] >= 3
