@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -330,10 +331,27 @@ class DigitsDataset(NamedTuple):
 
 @functools.lru_cache(maxsize=1)
 def _load_digits_numpy():
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+    """The digits as ``sklearn.datasets.load_digits`` returns them: ``(X, y)``, float64 and int32.
 
-    d = load_digits()
-    return np.asarray(d.data, np.float64), np.asarray(d.target, np.int32)
+    Read straight from scikit-learn's bundled ``datasets/data/digits.csv.gz`` (64 pixels, then
+    the label, per row), which is what ``load_digits`` parses: importing ``sklearn.datasets``
+    costs about 1.6 s, more than a quick-mode notebook's whole data preparation. Falls back to
+    ``load_digits`` if a future scikit-learn moves the file. ``tests/test_data.py`` checks that
+    both give the same arrays.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    if path is not None and path.is_file():
+        data = np.loadtxt(path, delimiter=",")
+        return np.ascontiguousarray(data[:, :-1], np.float64), data[:, -1].astype(np.int32)
+    from sklearn.datasets import load_digits  # pragma: no cover - bundled with scikit-learn, no download
+
+    d = load_digits()  # pragma: no cover
+    return np.asarray(d.data, np.float64), np.asarray(d.target, np.int32)  # pragma: no cover
 
 
 def digits_dataset(dtype=jnp.float32, *, test_classes=(7, 8, 9)) -> DigitsDataset:

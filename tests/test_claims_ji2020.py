@@ -93,8 +93,9 @@ def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
     """Empirical claim (NC head) over the short horizon (short_steps outer steps, the quick-mode run's
     length; full mode records the same ratios at that step of its longer run): N = 16 reaches a lower
     meta-loss than N = 1 at the same alpha and at a 3x larger alpha, and with alpha proportional to
-    1/N the loss changes by less than 20 %; no run diverged. Checked on the quick-mode records, at the
-    book's seed only: on some other seeds the 1/N band fails (the reproducibility page says so)."""
+    1/N the loss changes by less than 20 %; no run diverged. Checked on the quick-mode records of the
+    book's task family only: across families (notebook 05) the 1/N ratio at this horizon ranges wider,
+    and the 3x-step comparison is the one asserted on every family (next tests)."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-nc-diverged"] == 0
     assert r["ji2020-conv-nc-short-steps"] == r["ji2020-conv-steps"]  # in quick mode the sweep ends there
@@ -107,22 +108,41 @@ def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
     assert r["ji2020-conv-nc-fixed-ratio"] < 1.0
 
 
-def test_claim2_nonconvex_slower_at_the_long_horizon(executed):
-    """Empirical claim (NC head) at the published run's length (long_steps outer steps): at the 3x
-    inner step and with alpha proportional to 1/N, N = 1 ends with a lower meta-loss than N = 16
-    (ratio of the medians over seeds above 1), the paper's direction. Quick mode computes this by a
-    continuation of those configurations of its sweep, whose initialisations are the published
-    run's first ones (full mode reads it from its sweep, over all seeds); this test checks the quick-mode records.
-    At the base inner step the long-horizon ratio is close to 1 and the seeds disagree, which the
-    chapter says; it is recorded, not asserted. At the book's seed only: on one other seed the
-    larger-step ratio fell to 1 (the reproducibility page says so)."""
-    r = executed("ji2020/02-convergence")
-    assert r["ji2020-conv-nc-long-steps"] > r["ji2020-conv-nc-short-steps"]
-    assert r["ji2020-conv-nc-long-seeds"] >= 3
-    assert r["ji2020-conv-nc-long-large-ratio"] > 1.0
-    assert r["ji2020-conv-nc-long-scaled-ratio"] > 1.0
-    # the reversal: the same comparisons favour N = 16 at the short horizon
-    assert r["ji2020-conv-nc-short-large-ratio"] < 1.0 < r["ji2020-conv-nc-long-large-ratio"]
+def test_claim2_nonconvex_reversal_across_task_families(executed):
+    """Empirical claims (NC head, notebook 05: several task families, each its own tasks and
+    initialisation, N = 1 against N = 16). After short_steps outer steps N = 16 is lower at the 3x
+    inner step on every family; within long_steps the lowest meta-loss reached is lower with N = 1
+    with alpha proportional to 1/N on every family, and at the 3x step in the median over families
+    (the margin on single families is small and, the N = 1 runs being chaotic, not reproducible
+    across batchings: see the next test). No run diverged."""
+    r = executed("ji2020/05-nonconvex-families")
+    assert r["ji2020-nc-seeds-nfamilies"] >= 4
+    assert r["ji2020-nc-seeds-diverged"] == 0
+    assert r["ji2020-nc-seeds-long-steps"] > r["ji2020-nc-seeds-short-steps"]
+    assert r["ji2020-nc-seeds-large-short-frac-n16-lower"] == 1.0
+    assert r["ji2020-nc-seeds-large-short-max"] < 0.8
+    assert r["ji2020-nc-seeds-scaled-best-frac-n16-lower"] == 0.0
+    assert r["ji2020-nc-seeds-large-best-median"] > 1.1
+    assert r["ji2020-nc-seeds-large-best-frac-n16-lower"] <= 0.5
+
+
+def test_claim2_nonconvex_n1_runs_are_unstable_and_round_off_sensitive(executed):
+    """Empirical claim (notebook 05), the reason single long-horizon endpoints are not comparable:
+    restarting the first family from its initialisation times (1 + 1e-10) moves the meta-loss of an
+    N = 1 run after long_steps steps by more than 1e-3 (relative), while the N = 16 runs move by less
+    than 1e-6; the lowest meta-loss reached moves by less than a fifth of the endpoint's change. And
+    the N = 1 runs do not descend monotonically: on some family one ends more than 20 % above the
+    lowest meta-loss it reached, while no N = 16 run ends more than 1 % above its own."""
+    r = executed("ji2020/05-nonconvex-families")
+    assert r["ji2020-nc-seeds-perturb"] <= 1e-9
+    n1 = max(r["ji2020-nc-seeds-sens-long-n1-base"], r["ji2020-nc-seeds-sens-long-n1-large"])
+    n16 = max(r["ji2020-nc-seeds-sens-long-n16-scaled"], r["ji2020-nc-seeds-sens-long-n16-large"])
+    assert n1 > 1e-3
+    assert n16 < 1e-6
+    assert r["ji2020-nc-seeds-sens-long-max"] == pytest.approx(n1)
+    assert r["ji2020-nc-seeds-sens-best-max"] < 0.2 * r["ji2020-nc-seeds-sens-long-max"]
+    assert max(r["ji2020-nc-seeds-rise-n1-base-max"], r["ji2020-nc-seeds-rise-n1-large-max"]) > 1.2
+    assert max(r["ji2020-nc-seeds-rise-n16-scaled-max"], r["ji2020-nc-seeds-rise-n16-large-max"]) < 1.01
 
 
 def test_claim4_anil_vs_maml(executed):

@@ -143,6 +143,55 @@ def test_train_deterministic_continues_from_returned_params():
     np.testing.assert_allclose(first["loss"], whole["loss"][..., :5], rtol=1e-12)
 
 
+def test_train_deterministic_per_init_episodes_and_one_compilation():
+    """Implementation check: with per_init_episodes each initialisation trains on its own task set,
+    exactly as separate calls would (notebook 05's sweep over task families), and repeated calls of
+    the same shape reuse the cached program instead of compiling again."""
+    loss = ex.head_loss(0.1)
+    p0 = jax.vmap(lambda k: _params(k))(jax.random.split(jax.random.key(11), 2))
+    eps_a = jax.vmap(_episode)(jax.random.split(jax.random.key(12), 3))
+    eps_b = jax.vmap(_episode)(jax.random.split(jax.random.key(13), 3))
+    a, n = [0.5, 0.25], [2, 1]
+    both = ex.train_deterministic(loss, p0, jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y]), eps_a, eps_b),
+                                  a, n, 2, 0.2, 4, per_init_episodes=True)
+    for i, eps in enumerate((eps_a, eps_b)):
+        alone = ex.train_deterministic(loss, jax.tree_util.tree_map(lambda x: x[i:i + 1], p0), eps, a, n, 2, 0.2, 4)
+        np.testing.assert_allclose(both["loss"][:, i], alone["loss"][:, 0], rtol=1e-12)
+    # different task sets give different runs (the axis is not ignored)
+    assert not np.allclose(both["loss"][:, 0], both["loss"][:, 1])
+    before = ex._train_program.cache_info()
+    ex.train_deterministic(loss, p0, eps_b, a, n, 2, 0.2, 4)
+    ex.train_deterministic(loss, p0, eps_a, a, n, 2, 0.2, 4)
+    after = ex._train_program.cache_info()
+    assert after.misses - before.misses <= 1 and after.hits - before.hits >= 1
+    with pytest.raises(ValueError, match="'episodes'"):
+        ex.train_deterministic(loss, p0, eps_a, a, n, 2, 0.2, 4, per_init_episodes=True)
+
+
+def test_train_families_matches_separate_runs_and_perturbed_copy():
+    """Implementation check: each family's run is notebook 02's run of that seed's task set and first
+    initialisation; the appended copy starts from the first family's parameters times (1 + perturb)."""
+    loss = ex.head_loss(0.0)
+    a, n = [0.9, 0.3], [1, 2]
+    r = ex.train_families(loss, [3, 5], 2, a, n, 2, 0.5, 3, head_hidden=(4,), perturb=1e-9)
+    assert r["loss"].shape == (2, 3, 3)
+    for i, s in enumerate((3, 5)):
+        eps, p0 = ex.family_setup(s, 2, 1, head_hidden=(4,))
+        alone = ex.train_deterministic(loss, p0, eps, a, n, 2, 0.5, 3)
+        np.testing.assert_allclose(r["loss"][:, i], alone["loss"][:, 0], rtol=1e-12)
+    rel = np.abs(r["loss"][:, 2, 0] / r["loss"][:, 0, 0] - 1)
+    assert np.all(rel > 0) and np.all(rel < 1e-7)
+    # fewer initialisations repeat the first ones of a longer run
+    three = jax.tree_util.tree_leaves(ex.family_setup(3, 2, 3, head_hidden=(4,))[1])
+    one = jax.tree_util.tree_leaves(ex.family_setup(3, 2, 1, head_hidden=(4,))[1])
+    for x3, x1 in zip(three, one):
+        np.testing.assert_array_equal(x3[:1], x1)
+    with pytest.raises(ValueError, match="'seeds'"):
+        ex.train_families(loss, [], 2, a, n, 2, 0.5, 3)
+    with pytest.raises(ValueError, match="'n_inits'"):
+        ex.family_setup(3, 2, 6)
+
+
 def test_mean_ci():
     m, h = ex.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
     np.testing.assert_allclose(m, [2.0, 2.0])

@@ -234,6 +234,20 @@ def test_digits_dataset_split_and_standardization(digits):
         ml.digits_dataset(test_classes=(3, 11))
 
 
+def test_digits_read_from_the_bundled_file_equals_load_digits():
+    """Implementation check: the direct read of scikit-learn's bundled CSV (which skips the 1.6 s
+    import of ``sklearn.datasets``) returns exactly ``load_digits``'s arrays."""
+    from sklearn.datasets import load_digits
+
+    from mathlib._data import _load_digits_numpy
+
+    X, y = _load_digits_numpy()
+    ref = load_digits()
+    assert X.dtype == np.float64 and y.dtype == np.int32
+    np.testing.assert_array_equal(X, ref.data)
+    np.testing.assert_array_equal(y, ref.target)
+
+
 def test_digits_ovr_episodes(digits):
     ep = ml.sample_digits_ovr_episodes(KEY, 40, 10, 11, data=digits, split="test", k_hessian=4)
     xs, ys = ep.support

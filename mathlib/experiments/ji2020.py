@@ -41,6 +41,8 @@ __all__ = [
     "implicit_body_grad",
     "implicit_error_sweep",
     "train_deterministic",
+    "family_setup",
+    "train_families",
     "fit_geometric_ratio",
     "fit_loglog_slope",
     "compare_runs",
@@ -337,15 +339,46 @@ def fit_geometric_ratio(n, err, tail: int | None = None):
 
 
 # =============================================================================== claim 2
+@functools.lru_cache(maxsize=16)
+def _train_program(loss, n_max: int, beta: float, num_steps: int, per_config: bool, per_init_episodes: bool):
+    """The jitted grouped training of :func:`train_deterministic`, cached: every call with the same
+    loss, ``n_max``, ``beta``, length and options (and shapes) reuses one compilation, so a loop
+    over task families or seeds compiles once. The episodes are an argument, not a constant."""
+
+    def objective(p, alpha, n, episodes):
+        return jnp.mean(jax.vmap(lambda ep: masked_meta_loss(loss, p, ep, alpha, n, n_max))(episodes))
+
+    def run(p0, alpha, n, episodes):
+        def step(p, _):
+            val, g = jax.value_and_grad(objective)(p, alpha, n, episodes)
+            gb = ml.tree_vdot(g["body"], g["body"])
+            gh = ml.tree_vdot(g["head"], g["head"])
+            return ml.tree_axpy(-beta, g, p), (gb + gh, gb, gh, val)
+
+        p_end, rec = jax.lax.scan(step, p0, None, length=num_steps)
+        return (*rec, p_end)
+
+    ep_axis = 0 if per_init_episodes else None
+    over_inits = jax.vmap(run, in_axes=(0, None, None, ep_axis))
+    if per_config:
+        per_group = jax.vmap(over_inits, in_axes=(0, 0, None, None))
+        return jax.jit(lambda p, a, n, eps: jax.lax.map(lambda pan: per_group(*pan, eps), (p, a, n)))
+    per_group = jax.vmap(over_inits, in_axes=(None, 0, None, None))
+    return jax.jit(lambda p, a, n, eps: jax.lax.map(lambda an: per_group(p, *an, eps), (a, n)))
+
+
 def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: float, num_steps: int, *,
-                        per_config: bool = False, return_params: bool = False):
+                        per_config: bool = False, return_params: bool = False, per_init_episodes: bool = False):
     r"""Full-batch ANIL by gradient descent, $(\phi,h)_{k+1}=(\phi,h)_k-\beta\,\nabla\mathcal L_N(\phi_k,h_k)$.
 
     $\mathcal L_N=\frac1B\sum_i\ell(\phi,h_i^N;D_i)$ over the fixed ``episodes`` (leading task axis).
     Runs every configuration ``(alphas[c], ns[c])`` and every initialisation (leading axis of the
     leaves of ``params0``) in one compiled ``vmap``. With ``per_config=True`` the leaves of
     ``params0`` carry a leading configuration axis before the initialisation axis (each configuration
-    starts from its own parameters: continuing runs from ``return_params``). Claim 2.
+    starts from its own parameters: continuing runs from ``return_params``). With
+    ``per_init_episodes=True`` the leaves of ``episodes`` carry a leading axis matching the
+    initialisation axis, before the task axis: initialisation ``i`` trains on its own task set
+    ``episodes[i]`` (a sweep over task families in one call). Claim 2.
 
     Returns:
         dict of numpy arrays of shape ``(configs, inits, num_steps)``: ``"grad_sq"``
@@ -354,20 +387,12 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
         also ``"params"``: the parameters after the last step, leaves of shape ``(configs, inits, ...)``.
     """
     num_steps = check_int("train_deterministic", "num_steps", num_steps)
-
-    def objective(p, alpha, n):
-        return jnp.mean(jax.vmap(lambda ep: masked_meta_loss(loss, p, ep, alpha, n, n_max))(episodes))
-
-    def run(p0, alpha, n):
-        def step(p, _):
-            val, g = jax.value_and_grad(objective)(p, alpha, n)
-            gb = ml.tree_vdot(g["body"], g["body"])
-            gh = ml.tree_vdot(g["head"], g["head"])
-            return ml.tree_axpy(-beta, g, p), (gb + gh, gb, gh, val)
-
-        p_end, rec = jax.lax.scan(step, p0, None, length=num_steps)
-        return (*rec, p_end)
-
+    if per_init_episodes:
+        n_inits = jax.tree_util.tree_leaves(params0)[0].shape[1 if per_config else 0]
+        n_sets = jax.tree_util.tree_leaves(episodes)[0].shape[0]
+        if n_sets != n_inits:
+            raise ValueError(f"train_deterministic: with per_init_episodes=True argument 'episodes' must have one "
+                             f"task set per initialisation (leading axis {n_inits}), got {n_sets}")
     # Configurations grouped by N: the groups one after the other (lax.map), the step sizes of a
     # group, the initialisations and the tasks vmapped. N is then not batched inside a group, so
     # masked_adapt's lax.cond skips the steps t >= N: a group costs N inner steps, not n_max (a vmap
@@ -379,15 +404,12 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
     idx = np.stack([np.resize(g, max(map(len, groups))) for g in groups])      # (groups, size)
     dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     alphas_g = jnp.asarray(np.asarray(alphas, float)[idx], dt)
+    runs = _train_program(loss, int(n_max), float(beta), num_steps, bool(per_config), bool(per_init_episodes))
     if per_config:
-        per_group = jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(0, 0, None))
-        runs = jax.jit(lambda p, a, n: jax.lax.map(lambda pan: per_group(*pan), (p, a, n)))
         p_in = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx], params0)   # (groups, size, inits, ...)
     else:
-        per_group = jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, None))
-        runs = jax.jit(lambda p, a, n: jax.lax.map(lambda an: per_group(p, *an), (a, n)))
         p_in = params0
-    *grouped, p_end = runs(p_in, alphas_g, jnp.asarray(uniq, jnp.int32))
+    *grouped, p_end = runs(p_in, alphas_g, jnp.asarray(uniq, jnp.int32), episodes)
     where = {int(c): (g, j) for g in range(idx.shape[0]) for j, c in reversed(list(enumerate(idx[g])))}
     pick = np.array([where[c] for c in range(ns_np.size)])
     out = dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"),
@@ -398,6 +420,51 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
 
 
 # =============================================================================== claim 4
+def family_setup(seed: int, n_tasks: int, n_inits: int, *, head_hidden=(), n_inits_drawn: int = 5):
+    """The task set and initialisations of notebook 02 for one ``seed`` (one task family).
+
+    ``k_data, k_init = split(key(seed))``; the tasks are ``digits_episodes(k_data, n_tasks)``
+    (5-way, 5 shots, 15 queries), the initialisations the first ``n_inits`` of
+    ``split(k_init, n_inits_drawn)`` (``n_inits_drawn`` = the published run's count, so a shorter
+    run repeats its first initialisations). Returns ``(episodes, params)``, the leaves of
+    ``params`` with a leading initialisation axis. Claim 2.
+    """
+    check_int("family_setup", "n_inits", n_inits, minimum=1)
+    if n_inits > n_inits_drawn:
+        raise ValueError(f"family_setup: argument 'n_inits' must be at most n_inits_drawn={n_inits_drawn}, got {n_inits}")
+    k_data, k_init = jax.random.split(jax.random.key(seed))
+    episodes = digits_episodes(k_data, n_tasks, n_way=5, k_shot=5, k_query=15)
+    keys = jax.random.split(k_init, n_inits_drawn)[:n_inits]
+    params = jax.vmap(lambda k: init_params(k, head_hidden=head_hidden))(keys)
+    return episodes, params
+
+
+def train_families(loss, seeds, n_tasks: int, alphas, ns, n_max: int, beta: float, num_steps: int, *,
+                   head_hidden=(), perturb: float = 0.0):
+    r""":func:`train_deterministic` on the first initialisation of every task family in ``seeds``, in one call.
+
+    Family ``seeds[i]`` is :func:`family_setup` ``(seeds[i], n_tasks, 1)``: its own task set and
+    initialisation. With ``perturb > 0`` one more run is appended: the first family again, every
+    initial parameter multiplied by ``1 + perturb`` (how much a perturbation of the size of round-off
+    changes the end of a run). Claim 2 (notebook 05).
+
+    Returns:
+        the dict of :func:`train_deterministic`, arrays of shape ``(configs, runs, num_steps)`` with
+        ``runs = len(seeds)`` (``+ 1`` with ``perturb``; the perturbed copy last).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("train_families: argument 'seeds' must name at least one task family, got []")
+    check_nonnegative("train_families", "perturb", perturb)
+    sets = [family_setup(s, n_tasks, 1, head_hidden=head_hidden) for s in seeds]
+    if perturb > 0:
+        eps0, p0 = sets[0]
+        sets.append((eps0, jax.tree_util.tree_map(lambda x: x * (1.0 + perturb), p0)))
+    episodes = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[e for e, _ in sets])
+    params = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[p for _, p in sets])
+    return train_deterministic(loss, params, episodes, alphas, ns, n_max, beta, num_steps, per_init_episodes=True)
+
+
 def mean_ci(x, axis=0, z: float = 1.96):
     """Mean and half-width ``z * std / sqrt(n)`` of a normal-approximation CI along ``axis``."""
     x = np.asarray(x, float)
