@@ -95,7 +95,7 @@ def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
     meta-loss than N = 1 at the same alpha and at a 3x larger alpha, and with alpha proportional to
     1/N the loss changes by less than 20 %; no run diverged. Checked on the quick-mode records of the
     book's task family only: across families (notebook 05) the 1/N ratio at this horizon ranges wider,
-    and the 3x-step comparison is the one asserted on every family (next tests)."""
+    and the 3x-step comparison is the one asserted on every family (the tests of notebook 05)."""
     r = executed("ji2020/02-convergence")
     assert r["ji2020-conv-nc-diverged"] == 0
     assert r["ji2020-conv-nc-short-steps"] == r["ji2020-conv-steps"]  # in quick mode the sweep ends there
@@ -108,41 +108,51 @@ def test_claim2_nonconvex_not_slower_at_the_quick_horizon(executed):
     assert r["ji2020-conv-nc-fixed-ratio"] < 1.0
 
 
-def test_claim2_nonconvex_reversal_across_task_families(executed):
+def test_claim2_nonconvex_families_short_horizon_and_averaged_gradient(executed):
     """Empirical claims (NC head, notebook 05: several task families, each its own tasks and
-    initialisation, N = 1 against N = 16). After short_steps outer steps N = 16 is lower at the 3x
-    inner step on every family; within long_steps the lowest meta-loss reached is lower with N = 1
-    with alpha proportional to 1/N on every family, and at the 3x step in the median over families
-    (the margin on single families is small and, the N = 1 runs being chaotic, not reproducible
-    across batchings: see the next test). No run diverged."""
+    initialisation, N = 16 against N = 1). At the 3x inner step N = 16 has the lower meta-loss after
+    short_steps outer steps on every family (median ratio below 0.5); and by the time-averaged squared
+    meta-gradient, the quantity the theorems bound, N = 16 is lower on every family at both inner
+    steps, by more than a factor 2. No run diverged."""
     r = executed("ji2020/05-nonconvex-families")
-    assert r["ji2020-nc-seeds-nfamilies"] >= 4
+    assert r["ji2020-nc-seeds-nfamilies"] >= 3
     assert r["ji2020-nc-seeds-diverged"] == 0
     assert r["ji2020-nc-seeds-long-steps"] > r["ji2020-nc-seeds-short-steps"]
     assert r["ji2020-nc-seeds-large-short-frac-n16-lower"] == 1.0
-    assert r["ji2020-nc-seeds-large-short-max"] < 0.8
-    assert r["ji2020-nc-seeds-scaled-best-frac-n16-lower"] == 0.0
+    assert r["ji2020-nc-seeds-large-short-median"] < 0.5
+    for g in ("large", "scaled"):
+        assert r[f"ji2020-nc-seeds-{g}-gradavg-frac-n16-lower"] == 1.0
+        assert r[f"ji2020-nc-seeds-{g}-gradavg-max"] < 0.5
+
+
+def test_claim2_nonconvex_long_horizon_depends_on_the_summary(executed):
+    """Empirical claims (notebook 05) after long_steps outer steps, on medians over families (single
+    families are round-off sensitive, next test): with alpha proportional to 1/N, N = 1 has the lower
+    meta-loss by the lowest value reached and by the mean over the last steps; at the 3x step the lowest
+    value reached favours N = 1 (median ratio above 1.1) while the mean over the last steps favours
+    N = 1 less (a smaller median ratio): the verdict at that step depends on how a run is summarised."""
+    r = executed("ji2020/05-nonconvex-families")
+    assert r["ji2020-nc-seeds-scaled-best-median"] > 1.3
+    assert r["ji2020-nc-seeds-scaled-tail-median"] > 1.2
     assert r["ji2020-nc-seeds-large-best-median"] > 1.1
-    assert r["ji2020-nc-seeds-large-best-frac-n16-lower"] <= 0.5
+    assert r["ji2020-nc-seeds-large-tail-median"] < r["ji2020-nc-seeds-large-best-median"] / 1.2
 
 
 def test_claim2_nonconvex_n1_runs_are_unstable_and_round_off_sensitive(executed):
-    """Empirical claim (notebook 05), the reason single long-horizon endpoints are not comparable:
-    restarting the first family from its initialisation times (1 + 1e-10) moves the meta-loss of an
-    N = 1 run after long_steps steps by more than 1e-3 (relative), while the N = 16 runs move by less
-    than 1e-6; the lowest meta-loss reached moves by less than a fifth of the endpoint's change. And
-    the N = 1 runs do not descend monotonically: on some family one ends more than 20 % above the
-    lowest meta-loss it reached, while no N = 16 run ends more than 1 % above its own."""
+    """Empirical claims (notebook 05), why single long-horizon endpoints are not comparable: the
+    N = 1 runs do not descend monotonically (after short_steps their meta-loss goes back up to more than
+    twice the lowest value it had reached, in the median over runs) while the N = 16 runs stay within 30 %
+    of it; and rerunning families from their initialisation times (1 + 1e-10) moves the final meta-loss
+    of an N = 1 run by more than 10 % (relative), more than 100 times as much as any N = 16 run's, and
+    flips no verdict by the short-horizon loss or by the averaged squared gradient."""
     r = executed("ji2020/05-nonconvex-families")
-    assert r["ji2020-nc-seeds-perturb"] <= 1e-9
-    n1 = max(r["ji2020-nc-seeds-sens-long-n1-base"], r["ji2020-nc-seeds-sens-long-n1-large"])
-    n16 = max(r["ji2020-nc-seeds-sens-long-n16-scaled"], r["ji2020-nc-seeds-sens-long-n16-large"])
-    assert n1 > 1e-3
-    assert n16 < 1e-6
-    assert r["ji2020-nc-seeds-sens-long-max"] == pytest.approx(n1)
-    assert r["ji2020-nc-seeds-sens-best-max"] < 0.2 * r["ji2020-nc-seeds-sens-long-max"]
-    assert max(r["ji2020-nc-seeds-rise-n1-base-max"], r["ji2020-nc-seeds-rise-n1-large-max"]) > 1.2
-    assert max(r["ji2020-nc-seeds-rise-n16-scaled-max"], r["ji2020-nc-seeds-rise-n16-large-max"]) < 1.01
+    assert r["ji2020-nc-seeds-perturb"] <= 1e-9 and r["ji2020-nc-seeds-nperturbed"] >= 1
+    assert r["ji2020-nc-seeds-exc-n1-median"] > 2.0
+    assert r["ji2020-nc-seeds-exc-n16-max"] < 1.3
+    assert r["ji2020-nc-seeds-sens-long-n1-max"] > 0.1
+    assert r["ji2020-nc-seeds-sens-long-n1-max"] > 100 * r["ji2020-nc-seeds-sens-long-n16-max"]
+    assert r["ji2020-nc-seeds-flip-short"] == 0.0
+    assert r["ji2020-nc-seeds-flip-gradavg"] == 0.0
 
 
 def test_claim4_anil_vs_maml(executed):

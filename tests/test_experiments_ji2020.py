@@ -161,11 +161,16 @@ def test_train_deterministic_per_init_episodes_and_one_compilation():
     assert not np.allclose(both["loss"][:, 0], both["loss"][:, 1])
     before = ex._train_program.cache_info()
     ex.train_deterministic(loss, p0, eps_b, a, n, 2, 0.2, 4)
+    compiled = ex._train_program(loss, 2, 0.2, 4, False, False)._cache_size()
     ex.train_deterministic(loss, p0, eps_a, a, n, 2, 0.2, 4)
     after = ex._train_program.cache_info()
-    assert after.misses - before.misses <= 1 and after.hits - before.hits >= 1
+    assert after.misses - before.misses <= 1 and after.hits - before.hits >= 2
+    # the second call of the same shapes, other task values: no new XLA compilation
+    assert ex._train_program(loss, 2, 0.2, 4, False, False)._cache_size() == compiled
     with pytest.raises(ValueError, match="'episodes'"):
         ex.train_deterministic(loss, p0, eps_a, a, n, 2, 0.2, 4, per_init_episodes=True)
+    with pytest.raises(ValueError, match="'per_config'"):
+        ex.train_deterministic(loss, p0, eps_a, a, n, 2, 0.2, 4, per_config=True, per_init_episodes=True)
 
 
 def test_train_families_matches_separate_runs_and_perturbed_copy():
@@ -173,14 +178,15 @@ def test_train_families_matches_separate_runs_and_perturbed_copy():
     initialisation; the appended copy starts from the first family's parameters times (1 + perturb)."""
     loss = ex.head_loss(0.0)
     a, n = [0.9, 0.3], [1, 2]
-    r = ex.train_families(loss, [3, 5], 2, a, n, 2, 0.5, 3, head_hidden=(4,), perturb=1e-9)
-    assert r["loss"].shape == (2, 3, 3)
+    r = ex.train_families(loss, [3, 5], 2, a, n, 2, 0.5, 3, head_hidden=(4,), perturb=1e-9, n_perturbed=2)
+    assert r["loss"].shape == (2, 4, 3)
     for i, s in enumerate((3, 5)):
         eps, p0 = ex.family_setup(s, 2, 1, head_hidden=(4,))
         alone = ex.train_deterministic(loss, p0, eps, a, n, 2, 0.5, 3)
         np.testing.assert_allclose(r["loss"][:, i], alone["loss"][:, 0], rtol=1e-12)
-    rel = np.abs(r["loss"][:, 2, 0] / r["loss"][:, 0, 0] - 1)
-    assert np.all(rel > 0) and np.all(rel < 1e-7)
+    for i in range(2):   # copy i is family i perturbed
+        rel = np.abs(r["loss"][:, 2 + i, 0] / r["loss"][:, i, 0] - 1)
+        assert np.all(rel > 0) and np.all(rel < 1e-7)
     # fewer initialisations repeat the first ones of a longer run
     three = jax.tree_util.tree_leaves(ex.family_setup(3, 2, 3, head_hidden=(4,))[1])
     one = jax.tree_util.tree_leaves(ex.family_setup(3, 2, 1, head_hidden=(4,))[1])
@@ -188,6 +194,8 @@ def test_train_families_matches_separate_runs_and_perturbed_copy():
         np.testing.assert_array_equal(x3[:1], x1)
     with pytest.raises(ValueError, match="'seeds'"):
         ex.train_families(loss, [], 2, a, n, 2, 0.5, 3)
+    with pytest.raises(ValueError, match="'n_perturbed'"):
+        ex.train_families(loss, [3], 2, a, n, 2, 0.5, 3, perturb=1e-9, n_perturbed=2)
     with pytest.raises(ValueError, match="'n_inits'"):
         ex.family_setup(3, 2, 6)
 

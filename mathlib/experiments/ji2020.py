@@ -387,8 +387,11 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
         also ``"params"``: the parameters after the last step, leaves of shape ``(configs, inits, ...)``.
     """
     num_steps = check_int("train_deterministic", "num_steps", num_steps)
+    if per_config and per_init_episodes:
+        raise ValueError("train_deterministic: arguments 'per_config' and 'per_init_episodes' cannot both be True "
+                         "(the combination is not implemented)")
     if per_init_episodes:
-        n_inits = jax.tree_util.tree_leaves(params0)[0].shape[1 if per_config else 0]
+        n_inits = jax.tree_util.tree_leaves(params0)[0].shape[0]
         n_sets = jax.tree_util.tree_leaves(episodes)[0].shape[0]
         if n_sets != n_inits:
             raise ValueError(f"train_deterministic: with per_init_episodes=True argument 'episodes' must have one "
@@ -440,26 +443,30 @@ def family_setup(seed: int, n_tasks: int, n_inits: int, *, head_hidden=(), n_ini
 
 
 def train_families(loss, seeds, n_tasks: int, alphas, ns, n_max: int, beta: float, num_steps: int, *,
-                   head_hidden=(), perturb: float = 0.0):
+                   head_hidden=(), perturb: float = 0.0, n_perturbed: int = 1):
     r""":func:`train_deterministic` on the first initialisation of every task family in ``seeds``, in one call.
 
     Family ``seeds[i]`` is :func:`family_setup` ``(seeds[i], n_tasks, 1)``: its own task set and
-    initialisation. With ``perturb > 0`` one more run is appended: the first family again, every
-    initial parameter multiplied by ``1 + perturb`` (how much a perturbation of the size of round-off
-    changes the end of a run). Claim 2 (notebook 05).
+    initialisation. With ``perturb > 0``, ``n_perturbed`` more runs are appended: the first
+    ``n_perturbed`` families again, every initial parameter multiplied by ``1 + perturb`` (how much a
+    perturbation of the size of round-off changes a run). Claim 2 (notebook 05).
 
     Returns:
         the dict of :func:`train_deterministic`, arrays of shape ``(configs, runs, num_steps)`` with
-        ``runs = len(seeds)`` (``+ 1`` with ``perturb``; the perturbed copy last).
+        ``runs = len(seeds)`` (``+ n_perturbed`` with ``perturb``; the perturbed copies last, in the
+        order of their families).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("train_families: argument 'seeds' must name at least one task family, got []")
     check_nonnegative("train_families", "perturb", perturb)
+    n_perturbed = check_int("train_families", "n_perturbed", n_perturbed)
+    if perturb > 0 and n_perturbed > len(seeds):
+        raise ValueError(f"train_families: argument 'n_perturbed' must be at most the number of families "
+                         f"({len(seeds)}), got {n_perturbed}")
     sets = [family_setup(s, n_tasks, 1, head_hidden=head_hidden) for s in seeds]
     if perturb > 0:
-        eps0, p0 = sets[0]
-        sets.append((eps0, jax.tree_util.tree_map(lambda x: x * (1.0 + perturb), p0)))
+        sets += [(e, jax.tree_util.tree_map(lambda x: x * (1.0 + perturb), p)) for e, p in sets[:n_perturbed]]
     episodes = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[e for e, _ in sets])
     params = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[p for _, p in sets])
     return train_deterministic(loss, params, episodes, alphas, ns, n_max, beta, num_steps, per_init_episodes=True)
