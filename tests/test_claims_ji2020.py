@@ -127,24 +127,26 @@ def test_claim2_nonconvex_families_short_horizon_and_averaged_gradient(executed)
 
 def test_claim2_nonconvex_long_horizon_depends_on_the_summary(executed):
     """Empirical claims (notebook 05) after long_steps outer steps, on medians over families (single
-    families are round-off sensitive, next test): with alpha proportional to 1/N, N = 1 has the lower
+    families are sensitive to tiny perturbations, next test): with alpha proportional to 1/N, N = 1 has the lower
     meta-loss by the lowest value reached and by the mean over the last steps; at the 3x step the lowest
     value reached favours N = 1 (median ratio above 1.1) while the mean over the last steps favours
-    N = 1 less (a smaller median ratio): the verdict at that step depends on how a run is summarised."""
+    N = 16 (median ratio below 1): the verdict at that step depends on how a run is summarised."""
     r = executed("ji2020/05-nonconvex-families")
     assert r["ji2020-nc-seeds-scaled-best-median"] > 1.3
     assert r["ji2020-nc-seeds-scaled-tail-median"] > 1.2
     assert r["ji2020-nc-seeds-large-best-median"] > 1.1
     assert r["ji2020-nc-seeds-large-tail-median"] < r["ji2020-nc-seeds-large-best-median"] / 1.2
+    assert r["ji2020-nc-seeds-large-tail-median"] < 1.0
 
 
-def test_claim2_nonconvex_n1_runs_are_unstable_and_round_off_sensitive(executed):
+def test_claim2_nonconvex_n1_runs_are_unstable_and_perturbation_sensitive(executed):
     """Empirical claims (notebook 05), why single long-horizon endpoints are not comparable: the
     N = 1 runs do not descend monotonically (after short_steps their meta-loss goes back up to more than
     twice the lowest value it had reached, in the median over runs) while the N = 16 runs stay within 30 %
     of it; and rerunning families from their initialisation times (1 + 1e-10) moves the final meta-loss
     of an N = 1 run by more than 10 % (relative), more than 100 times as much as any N = 16 run's, and
-    flips no verdict by the short-horizon loss or by the averaged squared gradient."""
+    flips no verdict by the short-horizon loss or by the averaged squared gradient. (1e-10 is far above
+    float64 round-off; in the full run the N = 16 excursion comes closer to its bound than in the quick run.)"""
     r = executed("ji2020/05-nonconvex-families")
     assert r["ji2020-nc-seeds-perturb"] <= 1e-9 and r["ji2020-nc-seeds-nperturbed"] >= 1
     assert r["ji2020-nc-seeds-exc-n1-median"] > 2.0

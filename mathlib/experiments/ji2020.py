@@ -449,7 +449,7 @@ def train_families(loss, seeds, n_tasks: int, alphas, ns, n_max: int, beta: floa
     Family ``seeds[i]`` is :func:`family_setup` ``(seeds[i], n_tasks, 1)``: its own task set and
     initialisation. With ``perturb > 0``, ``n_perturbed`` more runs are appended: the first
     ``n_perturbed`` families again, every initial parameter multiplied by ``1 + perturb`` (how much a
-    perturbation of the size of round-off changes a run). Claim 2 (notebook 05).
+    tiny perturbation, far below any modelling choice, changes a run). Claim 2 (notebook 05).
 
     Returns:
         the dict of :func:`train_deterministic`, arrays of shape ``(configs, runs, num_steps)`` with
