@@ -690,3 +690,26 @@ def test_kernel_env_flags_per_mode_and_workers(tmp_path, monkeypatch):
     assert env(2, True) == env(2, False) + " " + _execute.QUICK_XLA_FLAGS
     monkeypatch.setattr(_execute, "_CALLER_XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
     assert env(1, True) == "--xla_cpu_use_fusion_emitters=true"  # the caller's choice wins
+
+
+def test_schedule_runs_the_longest_notebooks_first_and_unknown_ones_before_them(tmp_path):
+    """Implementation check of the executor's order (LPT): this run's own record in the same mode wins
+    over the committed hint, unknown notebooks go first in their given order, the rest longest first;
+    the hints round-trip through ``python -m mathlib.book durations``'s writer."""
+    from mathlib.book._execute import DURATIONS_FILE, STATE_FILE, load_durations, schedule, write_durations
+
+    keys = ["a", "b", "c", "d", "e"]
+    state = {"notebooks": {"a": {"mode": "full", "seconds": 5.0}, "b": {"mode": "quick", "seconds": 500.0}}}
+    hints = {"full": {"a": 900.0, "b": 50.0, "c": 100.0}, "quick": {"d": 1000.0}}
+    assert schedule(keys, "full", state, hints) == ["d", "e", "c", "b", "a"]
+    assert schedule(keys, "quick", state, hints) == ["a", "c", "e", "d", "b"]
+    (tmp_path / STATE_FILE).parent.mkdir(parents=True)
+    (tmp_path / DURATIONS_FILE).parent.mkdir(parents=True)
+    (tmp_path / STATE_FILE).write_text(json.dumps({"notebooks": {
+        "x": {"mode": "full", "seconds": 12.34, "status": "ok"},
+        "y": {"mode": "full", "seconds": 99.0, "status": "failed"}}}))
+    (tmp_path / DURATIONS_FILE).write_text(json.dumps({"quick": {"x": 3.0}}))
+    write_durations(tmp_path)
+    assert load_durations(tmp_path) == {"full": {"x": 12.3}, "quick": {"x": 3.0}}
+    (tmp_path / DURATIONS_FILE).write_text("not json")
+    assert load_durations(tmp_path) == {}

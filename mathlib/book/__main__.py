@@ -1,4 +1,4 @@
-"""Command line of the book tooling: ``python -m mathlib.book {execute,pages,list,check-html}``."""
+"""Command line of the book tooling: ``python -m mathlib.book {execute,pages,list,durations,check-html}``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     pdf.add_argument("html", type=Path)
     pdf.add_argument("pdf", type=Path)
     sub.add_parser("list", help="list the notebooks in _toc.yml")
+    sub.add_parser("durations", help="record the last run's seconds per notebook into notebooks/durations.json "
+                                     "(schedule hints: the executor starts the longest notebooks first)")
     fb = sub.add_parser("fix-bootstrap", help="make the first code cell of notebooks the canonical bootstrap cell")
     fb.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/**/*.ipynb")
     fb.add_argument("--check", action="store_true", help="only report notebooks that differ (exit 1 if any)")
@@ -71,6 +73,11 @@ def main(argv=None) -> int:
                            **({} if args.stall_timeout is None else {"stall_timeout": args.stall_timeout}))
         write_pages(root)
         return 1 if failures else 0
+    if args.cmd == "durations":
+        from mathlib.book._execute import write_durations
+
+        print(write_durations(root).relative_to(root))
+        return 0
     if args.cmd == "pages":
         from mathlib.book._pages import write_pages
 

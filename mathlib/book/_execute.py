@@ -36,6 +36,10 @@ from typing import Any
 from mathlib.book._paths import GENERATED, executed_path, toc_notebooks
 
 STATE_FILE = GENERATED / "state.json"
+#: Committed schedule hints: the seconds each notebook took in its last recorded run, per mode
+#: (written by ``python -m mathlib.book durations``). They only order the work (longest first, so
+#: that no long notebook starts last while the other worker idles); they never decide what runs.
+DURATIONS_FILE = Path("notebooks") / "durations.json"
 FIGURES = GENERATED / "figures"
 STAGING = GENERATED / ".staging"
 
@@ -349,6 +353,42 @@ def run_one(
     return result
 
 
+def load_durations(root: Path) -> dict[str, dict[str, float]]:
+    """The committed schedule hints ``{mode: {notebook: seconds}}`` (empty if absent or unreadable)."""
+    path = root / DURATIONS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {m: {k: float(v) for k, v in d.items() if isinstance(v, (int, float))}
+            for m, d in data.items() if isinstance(d, dict)} if isinstance(data, dict) else {}
+
+
+def schedule(keys: list[str], mode: str, state: dict[str, Any], hints: dict[str, dict[str, float]]) -> list[str]:
+    """Order notebooks longest first (LPT): a notebook's expected seconds are those of its last run in
+    this mode recorded in ``state``, else the committed hint, else unknown. Unknown ones go first (they
+    may be long), in the given order; ties keep the given order."""
+    def expected(key: str) -> float:
+        prev = state.get("notebooks", {}).get(key, {})
+        if prev.get("mode") == mode and isinstance(prev.get("seconds"), (int, float)):
+            return float(prev["seconds"])
+        return hints.get(mode, {}).get(key, float("inf"))
+
+    return sorted(keys, key=lambda k: -expected(k))
+
+
+def write_durations(root: Path) -> Path:
+    """Record the seconds of every notebook's last successful run (``state.json``), per mode, into the
+    committed schedule hints :data:`DURATIONS_FILE`, keeping the hints of the other mode."""
+    hints = load_durations(root)
+    for key, rec in load_state(root).get("notebooks", {}).items():
+        if rec.get("status") == "ok" and isinstance(rec.get("seconds"), (int, float)) and rec.get("mode"):
+            hints.setdefault(rec["mode"], {})[key] = round(float(rec["seconds"]), 1)
+    path = root / DURATIONS_FILE
+    path.write_text(json.dumps({m: dict(sorted(d.items())) for m, d in sorted(hints.items())}, indent=1) + "\n")
+    return path
+
+
 def execute(
     root: Path,
     sources: list[Path] | None = None,
@@ -397,6 +437,8 @@ def execute(
             continue
         todo.append((s, digest))
     mode = "quick" if quick else "full"
+    order = {k: i for i, k in enumerate(schedule([s.as_posix() for s, _ in todo], mode, state, load_durations(root)))}
+    todo.sort(key=lambda sd: order[sd[0].as_posix()])
     print(f"executing {len(todo)} notebook(s) in {mode} mode with {workers} worker(s); {skipped} unchanged", file=stream, flush=True)
     failures = 0
     if not todo:
