@@ -17,11 +17,8 @@ from pathlib import Path
 # tests/test_experiments_chayti2024.py 92 -> 49). Set before jax is imported, for this process and
 # the subprocesses its tests start; the notebook executor gets the caller's flags back (see
 # _start_execution), so notebooks compile and run as `make book` runs them.
-# One XLA thread as well: the notebooks execute alongside (2 single-threaded kernels on 2 cores), and
-# a second Eigen thread here only spins against them.
 _CALLER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
-TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 "
-                  "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = f"{_CALLER_XLA_FLAGS or ''} {TEST_XLA_FLAGS}".strip()
 
 
