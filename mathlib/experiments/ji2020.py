@@ -422,7 +422,6 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
     return out
 
 
-# =============================================================================== claim 4
 def family_setup(seed: int, n_tasks: int, n_inits: int, *, head_hidden=(), n_inits_drawn: int = 5):
     """The task set and initialisations of notebook 02 for one ``seed`` (one task family).
 
@@ -472,6 +471,7 @@ def train_families(loss, seeds, n_tasks: int, alphas, ns, n_max: int, beta: floa
     return train_deterministic(loss, params, episodes, alphas, ns, n_max, beta, num_steps, per_init_episodes=True)
 
 
+# =============================================================================== claim 4
 def mean_ci(x, axis=0, z: float = 1.96):
     """Mean and half-width ``z * std / sqrt(n)`` of a normal-approximation CI along ``axis``."""
     x = np.asarray(x, float)
