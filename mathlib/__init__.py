@@ -16,6 +16,7 @@ Every docstring states the formula it implements and the book label where it is 
 * outer optimisation and training: optax transformations, ``fallah_step_size``, ``train``
   (compiled once per structure; divergence raises), ``make_train_step`` for your own loop;
 * diagnostics: exact meta-gradients, local smoothness by power iteration, cost counters;
+* running independent calls of one compiled program on several cores: ``map_concurrent``;
 * fits for empirical rates: ``fit_loglog_slope``, ``fit_geometric_ratio``, ``mean_ci`` (Student t);
 
 One vocabulary for hyper-parameters: ``alpha`` (inner step), ``steps`` (number of inner steps, also
@@ -31,7 +32,7 @@ the figure contract of the book), ``mathlib.validate`` (argument checkers), ``ma
 __version__ = "0.2.0"
 
 from mathlib import _core, _data, _diagnostics, _estimators, _fd, _fits, _inner, _models
-from mathlib import _outer, _quadratic, _rl, _synthetic, _train, _validate
+from mathlib import _outer, _parallel, _quadratic, _rl, _synthetic, _train, _validate
 from mathlib._core import *  # noqa: F401,F403  (Episode, HeadLoss, tree helpers)
 from mathlib._data import *  # noqa: F401,F403  (sinusoid, logistic, digits, N-way K-shot)
 from mathlib._diagnostics import *  # noqa: F401,F403
@@ -41,6 +42,7 @@ from mathlib._fits import *  # noqa: F401,F403  (log-log slopes, geometric ratio
 from mathlib._inner import *  # noqa: F401,F403
 from mathlib._models import *  # noqa: F401,F403  (MLP, body/head, losses)
 from mathlib._outer import *  # noqa: F401,F403
+from mathlib._parallel import *  # noqa: F401,F403  (independent compiled calls on several cores)
 from mathlib._quadratic import *  # noqa: F401,F403
 from mathlib._rl import *  # noqa: F401,F403  (tabular MDPs, exact policy evaluation)
 from mathlib._synthetic import *  # noqa: F401,F403
@@ -49,6 +51,6 @@ from mathlib._train import *  # noqa: F401,F403
 __all__ = sorted(
     set().union(
         *(m.__all__ for m in (_core, _data, _diagnostics, _estimators, _fd, _fits, _inner, _models, _outer,
-                              _quadratic, _rl, _synthetic, _train))
+                              _parallel, _quadratic, _rl, _synthetic, _train))
     )
 )

@@ -173,6 +173,39 @@ def test_train_deterministic_per_init_episodes_and_one_compilation():
         ex.train_deterministic(loss, p0, eps_a, a, n, 2, 0.2, 4, per_config=True, per_init_episodes=True)
 
 
+def test_train_deterministic_does_not_depend_on_the_number_of_threads():
+    """Implementation check: the N groups run as separate calls of one program, concurrently with
+    threads > 1; every array is bit for bit that of the serial run, in the configurations' order."""
+    loss = ex.head_loss(0.0)
+    p0 = jax.vmap(lambda k: _params(k, head_hidden=(4,)))(jax.random.split(jax.random.key(21), 2))
+    eps = jax.vmap(_episode)(jax.random.split(jax.random.key(22), 3))
+    a, n = [0.5, 0.25, 0.5, 0.1], [3, 1, 2, 3]
+    one = ex.train_deterministic(loss, p0, eps, a, n, 3, 0.2, 5, threads=1, return_params=True)
+    many = ex.train_deterministic(loss, p0, eps, a, n, 3, 0.2, 5, threads=3, return_params=True)
+    for k in ("grad_sq", "grad_sq_body", "grad_sq_head", "loss"):
+        np.testing.assert_array_equal(one[k], many[k])
+    for x, y in zip(jax.tree_util.tree_leaves(one["params"]), jax.tree_util.tree_leaves(many["params"])):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(one["loss"][0], one["loss"][3])   # the configurations differ (alpha)
+
+
+def test_compare_runs_concurrently_equals_the_serial_runs():
+    """Implementation check (notebook 04): the runs spread over threads give the serial runs' results."""
+    init = jax.jit(lambda k: ml.init_body_head(k, (1, 8, 1), dtype=jnp.float32))
+    sample = jax.jit(lambda k: ml.sample_sinusoid_episodes(k, 3, 5, 5))
+    evals, _ = ml.sinusoid_eval_set(4, 5, 5)
+    keys = jax.random.split(jax.random.key(3), 2)
+    common = dict(steps=1, lr=1e-3, eval_every=2, alpha=0.01, num_steps=4)
+    jobs = {m: dict(method=m, kind="mse", init_fn=init, sample_train=sample, eval_episodes=evals) for m in ("maml", "anil")}
+    got = ex.compare_runs_concurrently(jobs, keys, threads=2, **common)
+    assert list(got) == ["maml", "anil"]
+    for m, kw in jobs.items():
+        curves, per_task = ex.compare_runs(keys=keys, **common, **kw)
+        np.testing.assert_array_equal(got[m][0], curves)
+        np.testing.assert_array_equal(got[m][1], per_task)
+    assert not np.array_equal(got["maml"][1], got["anil"][1])
+
+
 def test_train_families_matches_separate_runs_and_perturbed_copy():
     """Implementation check: each family's run is notebook 02's run of that seed's task set and first
     initialisation; the appended copy starts from the first family's parameters times (1 + perturb)."""

@@ -48,6 +48,7 @@ __all__ = [
     "compare_runs",
     "time_meta_step",
     "mean_ci",
+    "compare_runs_concurrently",
     "QUICK_COMPILE",
 ]
 
@@ -341,9 +342,10 @@ def fit_geometric_ratio(n, err, tail: int | None = None):
 # =============================================================================== claim 2
 @functools.lru_cache(maxsize=16)
 def _train_program(loss, n_max: int, beta: float, num_steps: int, per_config: bool, per_init_episodes: bool):
-    """The jitted grouped training of :func:`train_deterministic`, cached: every call with the same
-    loss, ``n_max``, ``beta``, length and options (and shapes) reuses one compilation, so a loop
-    over task families or seeds compiles once. The episodes are an argument, not a constant."""
+    """The jitted training of one group of :func:`train_deterministic` (one $N$, its step sizes and the
+    initialisations vmapped), cached: every call with the same loss, ``n_max``, ``beta``, length and
+    options (and shapes) reuses one compilation, so the groups of a call, and a loop over task
+    families or seeds, compile once. $N$ and the episodes are arguments, not constants."""
 
     def objective(p, alpha, n, episodes):
         return jnp.mean(jax.vmap(lambda ep: masked_meta_loss(loss, p, ep, alpha, n, n_max))(episodes))
@@ -360,20 +362,19 @@ def _train_program(loss, n_max: int, beta: float, num_steps: int, per_config: bo
 
     ep_axis = 0 if per_init_episodes else None
     over_inits = jax.vmap(run, in_axes=(0, None, None, ep_axis))
-    if per_config:
-        per_group = jax.vmap(over_inits, in_axes=(0, 0, None, None))
-        return jax.jit(lambda p, a, n, eps: jax.lax.map(lambda pan: per_group(*pan, eps), (p, a, n)))
-    per_group = jax.vmap(over_inits, in_axes=(None, 0, None, None))
-    return jax.jit(lambda p, a, n, eps: jax.lax.map(lambda an: per_group(p, *an, eps), (a, n)))
+    return jax.jit(jax.vmap(over_inits, in_axes=(0 if per_config else None, 0, None, None)))
 
 
 def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: float, num_steps: int, *,
-                        per_config: bool = False, return_params: bool = False, per_init_episodes: bool = False):
+                        per_config: bool = False, return_params: bool = False, per_init_episodes: bool = False,
+                        threads: int | None = None):
     r"""Full-batch ANIL by gradient descent, $(\phi,h)_{k+1}=(\phi,h)_k-\beta\,\nabla\mathcal L_N(\phi_k,h_k)$.
 
     $\mathcal L_N=\frac1B\sum_i\ell(\phi,h_i^N;D_i)$ over the fixed ``episodes`` (leading task axis).
     Runs every configuration ``(alphas[c], ns[c])`` and every initialisation (leading axis of the
-    leaves of ``params0``) in one compiled ``vmap``. With ``per_config=True`` the leaves of
+    leaves of ``params0``): one compiled program, called once per distinct $N$ (its step sizes and
+    the initialisations vmapped), the calls spread over ``threads`` CPU threads
+    (``ml.map_concurrent``; default: every core, ``$MATHLIB_THREADS``). With ``per_config=True`` the leaves of
     ``params0`` carry a leading configuration axis before the initialisation axis (each configuration
     starts from its own parameters: continuing runs from ``return_params``). With
     ``per_init_episodes=True`` the leaves of ``episodes`` carry a leading axis matching the
@@ -396,27 +397,34 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
         if n_sets != n_inits:
             raise ValueError(f"train_deterministic: with per_init_episodes=True argument 'episodes' must have one "
                              f"task set per initialisation (leading axis {n_inits}), got {n_sets}")
-    # Configurations grouped by N: the groups one after the other (lax.map), the step sizes of a
-    # group, the initialisations and the tasks vmapped. N is then not batched inside a group, so
-    # masked_adapt's lax.cond skips the steps t >= N: a group costs N inner steps, not n_max (a vmap
-    # over every configuration would pay n_max for each; measured, it was also slower to run). Groups
-    # are padded to equal size by repeating one of their configurations; the repeats are dropped.
+    # Configurations grouped by N: one call per group (the step sizes of a group, the
+    # initialisations and the tasks vmapped), the groups run concurrently on the CPU's cores
+    # (ml.map_concurrent), the largest N first. N is not batched inside a group, so masked_adapt's
+    # lax.cond skips the steps t >= N: a group costs about N inner steps, not n_max (a vmap over every
+    # configuration would pay n_max for each; measured, it was also slower to run). Groups are padded
+    # to equal size by repeating one of their configurations (one compiled program); the repeats are
+    # dropped. Each group's result does not depend on how the groups are scheduled.
     ns_np = np.asarray(ns, dtype=int)
     uniq = np.unique(ns_np)
     groups = [np.flatnonzero(ns_np == u) for u in uniq]
     idx = np.stack([np.resize(g, max(map(len, groups))) for g in groups])      # (groups, size)
     dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     alphas_g = jnp.asarray(np.asarray(alphas, float)[idx], dt)
-    runs = _train_program(loss, int(n_max), float(beta), num_steps, bool(per_config), bool(per_init_episodes))
-    if per_config:
-        p_in = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx], params0)   # (groups, size, inits, ...)
-    else:
-        p_in = params0
-    *grouped, p_end = runs(p_in, alphas_g, jnp.asarray(uniq, jnp.int32), episodes)
+    program = _train_program(loss, int(n_max), float(beta), num_steps, bool(per_config), bool(per_init_episodes))
+    calls = []
+    for g in range(idx.shape[0]):
+        p_g = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx[g]], params0) if per_config else params0
+        calls.append((p_g, alphas_g[g], jnp.asarray(uniq[g], jnp.int32), episodes))
+    order = np.argsort(-uniq, kind="stable")                                     # the longest group first
+    done = ml.map_concurrent(program, [calls[g] for g in order], threads=threads)
+    per_group = [None] * len(calls)
+    for g, res in zip(order, done):
+        per_group[g] = res
+    *grouped, p_end = jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *per_group)
     where = {int(c): (g, j) for g in range(idx.shape[0]) for j, c in reversed(list(enumerate(idx[g])))}
     pick = np.array([where[c] for c in range(ns_np.size)])
     out = dict(zip(("grad_sq", "grad_sq_body", "grad_sq_head", "loss"),
-                   [np.asarray(o)[pick[:, 0], pick[:, 1]] for o in grouped]))
+                   [o[pick[:, 0], pick[:, 1]] for o in grouped]))
     if return_params:
         out["params"] = jax.tree_util.tree_map(lambda x: x[pick[:, 0], pick[:, 1]], p_end)
     return out
@@ -604,6 +612,31 @@ def compare_runs(method: str, kind: str, init_fn, sample_train, eval_episodes, k
         scores.append(np.stack([np.asarray(x) for x in seed_scores]))
     scores = np.stack(scores)                                                # (seeds, evals + 1, tasks)
     return scores.mean(axis=-1), scores[:, -1]
+
+
+def compare_runs_concurrently(jobs: dict, keys, *, threads: int | None = None, **common):
+    r""":func:`compare_runs` for every entry of ``jobs``, the runs spread over ``threads`` CPU threads.
+
+    ``jobs`` maps a name to the keyword arguments of one :func:`compare_runs` call (``method``,
+    ``kind``, ``init_fn``, ``sample_train``, ``eval_episodes``, ``alpha``, ``num_steps``, ...);
+    ``common`` holds the arguments they share (``steps``, ``lr``, ``eval_every``, ...). Runs are
+    independent and each is deterministic, so the results are those of the serial loop; XLA
+    releases Python's GIL while it compiles and runs, so on a two-core machine two runs (their
+    compilations included) proceed at once. The initialisations and samplers are compiled first, in
+    this thread (several runs share them). Jobs start in the order given: put the longest first.
+    Claim 4.
+
+    Returns:
+        dict name -> ``(curves, per_task)`` of :func:`compare_runs`.
+    """
+    key0 = jax.random.key(0)
+    for kw in jobs.values():   # shared programs compiled once, before the threads would race to compile them
+        for name in ("init_fn", "sample_train"):
+            _jitted(kw[name]).lower(key0).compile()
+    names = list(jobs)
+    out = ml.map_concurrent(lambda name: compare_runs(keys=keys, **common, **jobs[name]), [(n,) for n in names],
+                            threads=threads)
+    return dict(zip(names, out))
 
 
 def time_meta_step(method: str, kind: str, params, episodes, *, alpha, steps: int, repeats: int = 20,
