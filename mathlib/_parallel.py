@@ -20,25 +20,34 @@ __all__ = ["map_concurrent", "default_threads"]
 
 
 def default_threads() -> int:
-    """Threads :func:`map_concurrent` uses by default: ``$MATHLIB_THREADS`` if set, else the CPU count."""
+    """Threads :func:`map_concurrent` uses by default: ``$MATHLIB_THREADS`` if set, else the number of
+    cores this process may run on. ``MATHLIB_THREADS=1`` makes every sweep serial (to time one run alone,
+    or on a shared machine)."""
     env = os.environ.get("MATHLIB_THREADS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
             raise ValueError(f"default_threads: environment variable MATHLIB_THREADS must be an integer >= 1, got {env!r}")
         return int(env)
-    return max(1, os.cpu_count() or 1)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))   # the cores this process may use
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def map_concurrent(fn: Callable, arg_tuples: Sequence[tuple], *, threads: int | None = None) -> list[Any]:
     """``[fn(*args) for args in arg_tuples]``, the calls run concurrently in up to ``threads`` threads.
 
-    If ``fn`` is a ``jax.jit``-wrapped function, every argument tuple must have the same shapes and
-    dtypes (one compiled program): it is compiled once, ahead of time, from the first tuple (threads
-    calling a jitted function for the first time would each compile it) and each result is ready
-    (``block_until_ready``) when returned. Any other callable is called as it is: make sure that
-    its calls do not compile the same program for the first time at once (compile shared programs
-    first). Results are those of the serial loop, in the same order, as long as the calls are
-    independent; calls start in the order given, so put the longest first.
+    If ``fn`` is a ``jax.jit``-wrapped function, every argument tuple should have the same shapes and
+    dtypes (otherwise each new signature compiles a program of its own): it is compiled once, ahead of
+    time, from the first tuple. Threads calling a jitted function for the first time at once can each
+    compile it (a race: we saw 4 compilations for 4 concurrent first calls, and also runs with one);
+    the ahead-of-time compilation rules that out, and costs nothing when the program is already
+    compiled. Any other callable (an already compiled ``jax.stages.Compiled``, a Python function) is
+    called as it is: make sure that its calls do not compile the same program for the first time at
+    once (compile shared programs first). Each result is ready (``block_until_ready``) when returned.
+    Results are those of the serial loop, in the same order, as long as the calls are independent;
+    calls start in the order given, so put the longest first. An exception in a call is raised again
+    here, with a note naming the call.
 
     Args:
         fn: a jitted function, or a Python function whose work runs in JAX.
@@ -55,14 +64,20 @@ def map_concurrent(fn: Callable, arg_tuples: Sequence[tuple], *, threads: int | 
     if not arg_tuples:
         return []
     jitted = hasattr(fn, "lower")
+    n = len(arg_tuples)
 
-    def call(args):
-        return jax.block_until_ready(fn(*args)) if jitted else fn(*args)
+    def call(i_args):  # blocking inside the thread: calls merely dispatched from threads would run one by one
+        i, args = i_args
+        try:
+            return jax.block_until_ready(fn(*args))
+        except Exception as e:
+            e.add_note(f"map_concurrent: in call {i} of {n} (0-based)")
+            raise
 
     threads = min(threads, len(arg_tuples))
     if threads == 1:
-        return [call(a) for a in arg_tuples]
+        return [call(ia) for ia in enumerate(arg_tuples)]
     if jitted:
         fn.lower(*arg_tuples[0]).compile()  # fills fn's cache: the threads' calls reuse this compilation
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(call, arg_tuples))
+        return list(pool.map(call, enumerate(arg_tuples)))

@@ -225,11 +225,19 @@ def save_figure(fig, figure_id: str, caption: str, *, alt: str | None = None, sh
     with matplotlib.rc_context({"svg.hashsalt": HOUSE_STYLE["svg.hashsalt"]}), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Uu]nknown infodict keyword.*")
         # A "tight" bounding box costs savefig one extra layout pass per format; compute it once for the
-        # three files (measured on a four-panel figure: 3.9 -> 2.9 s for the three files).
+        # three files (measured on a four-panel figure: 3.9 -> 2.9 s for the three files). It is measured at
+        # the PNG's resolution, so the PNG is cropped exactly as bbox_inches="tight" would crop it; the PDF
+        # and SVG boxes (measured by savefig at 72 dpi) differed from it by less than 1 pt.
         bbox = None
         if matplotlib.rcParams["savefig.bbox"] == "tight":
-            fig.draw_without_rendering()
-            bbox = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
+            screen_dpi, png_dpi = fig.dpi, matplotlib.rcParams["savefig.dpi"]
+            try:
+                if png_dpi != "figure":
+                    fig.dpi = float(png_dpi)
+                fig.draw_without_rendering()
+                bbox = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
+            finally:
+                fig.dpi = screen_dpi
         for fmt in ("pdf", "svg", "png"):
             final = out / f"{figure_id}.{fmt}"
             tmp = out / f".{figure_id}.tmp.{fmt}"

@@ -112,11 +112,15 @@ def test_meta_train_eval_runs_baseline_and_order(digits):
     kw = dict(k_query=2, hidden=8, steps=1, test_steps=2, num_steps=2, meta_batch=2, eval_tasks=3, chunk=2,
               opt_level=0)  # a tiny program: compile time is the cost, LLVM -O0 compiles it fastest
     runs = [("sign_maml", 0.1, 0.0, 1, "class", 0), ("sign_maml", 0.1, 1e-2, 1, "image", 0),
-            ("sign_maml", 0.1, 0.0, 1, "image", 1), ("sign_maml", 0.1, 1e-2, 1, "class", 1)]
-    a = ex.meta_train_eval_runs(runs, splits, X, **kw)
-    perm = [3, 2, 0, 1]
-    b = ex.meta_train_eval_runs([runs[i] for i in perm], splits, X, **kw)  # same shapes: no recompilation
+            ("sign_maml", 0.1, 0.0, 1, "image", 1), ("sign_maml", 0.1, 1e-2, 1, "class", 1),
+            ("fomaml", 0.1, 1e-2, 1, "class", 0)]   # three chunks: two threads get one padded part
+    a = ex.meta_train_eval_runs(runs, splits, X, threads=2, **kw)
+    perm = [3, 2, 0, 1, 4]
+    b = ex.meta_train_eval_runs([runs[i] for i in perm], splits, X, threads=2, **kw)  # same shapes: no recompilation
     np.testing.assert_array_equal(a[perm], b)
+    # the chunks run in one call or in concurrent parts: the same results
+    np.testing.assert_array_equal(ex.meta_train_eval_runs(runs, splits, X, threads=1, **kw), a)
+    assert a[4] != a[3]   # the fomaml run is not a copy of the sign_maml one
     for i in (0, 2):
         _, _, _, _, split, seed = runs[i]
         k_init, _, k_eval = jax.random.split(jax.random.key(seed), 3)

@@ -174,19 +174,37 @@ def test_train_deterministic_per_init_episodes_and_one_compilation():
 
 
 def test_train_deterministic_does_not_depend_on_the_number_of_threads():
-    """Implementation check: the N groups run as separate calls of one program, concurrently with
-    threads > 1; every array is bit for bit that of the serial run, in the configurations' order."""
+    """Implementation check: the N groups run as separate calls of one program (compiled once),
+    concurrently with threads > 1; every array is bit for bit that of the serial run, and each
+    configuration's run is that configuration trained alone (a reassembly that permuted the
+    configurations would fail), also when every configuration starts from its own parameters."""
     loss = ex.head_loss(0.0)
     p0 = jax.vmap(lambda k: _params(k, head_hidden=(4,)))(jax.random.split(jax.random.key(21), 2))
     eps = jax.vmap(_episode)(jax.random.split(jax.random.key(22), 3))
     a, n = [0.5, 0.25, 0.5, 0.1], [3, 1, 2, 3]
     one = ex.train_deterministic(loss, p0, eps, a, n, 3, 0.2, 5, threads=1, return_params=True)
     many = ex.train_deterministic(loss, p0, eps, a, n, 3, 0.2, 5, threads=3, return_params=True)
+    assert ex._train_program(loss, 3, 0.2, 5, False, False)._cache_size() == 1
     for k in ("grad_sq", "grad_sq_body", "grad_sq_head", "loss"):
         np.testing.assert_array_equal(one[k], many[k])
     for x, y in zip(jax.tree_util.tree_leaves(one["params"]), jax.tree_util.tree_leaves(many["params"])):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(one["loss"][0], one["loss"][3])   # the configurations differ (alpha)
+    for c in range(len(a)):   # 1-ulp differences come from the vmap's batch size: allclose, not equal
+        alone = ex.train_deterministic(loss, p0, eps, [a[c]], [n[c]], 3, 0.2, 5, threads=1)
+        np.testing.assert_allclose(many["loss"][c], alone["loss"][0], rtol=1e-12)
+        np.testing.assert_allclose(many["grad_sq"][c], alone["grad_sq"][0], rtol=1e-10)
+    # per_config: configuration c continues from its own parameters
+    sub = [3, 0, 2]
+    pc = jax.tree_util.tree_map(lambda x: x[np.array(sub)], many["params"])
+    cont = ex.train_deterministic(loss, pc, eps, [a[c] for c in sub], [n[c] for c in sub], 3, 0.2, 2,
+                                  per_config=True, threads=3)
+    cont1 = ex.train_deterministic(loss, pc, eps, [a[c] for c in sub], [n[c] for c in sub], 3, 0.2, 2,
+                                   per_config=True, threads=1)
+    np.testing.assert_array_equal(cont["loss"], cont1["loss"])
+    for j, c in enumerate(sub):
+        pj = jax.tree_util.tree_map(lambda x: x[c], many["params"])
+        alone = ex.train_deterministic(loss, pj, eps, [a[c]], [n[c]], 3, 0.2, 2, threads=1)
+        np.testing.assert_allclose(cont["loss"][j], alone["loss"][0], rtol=1e-12)
 
 
 def test_compare_runs_concurrently_equals_the_serial_runs():

@@ -373,8 +373,9 @@ def train_deterministic(loss, params0, episodes, alphas, ns, n_max: int, beta: f
     $\mathcal L_N=\frac1B\sum_i\ell(\phi,h_i^N;D_i)$ over the fixed ``episodes`` (leading task axis).
     Runs every configuration ``(alphas[c], ns[c])`` and every initialisation (leading axis of the
     leaves of ``params0``): one compiled program, called once per distinct $N$ (its step sizes and
-    the initialisations vmapped), the calls spread over ``threads`` CPU threads
-    (``ml.map_concurrent``; default: every core, ``$MATHLIB_THREADS``). With ``per_config=True`` the leaves of
+    the initialisations vmapped), the calls spread over ``threads`` CPU threads by
+    ``ml.map_concurrent`` (default ``ml.default_threads()``: ``$MATHLIB_THREADS`` if set, else the
+    cores available; 1 runs the groups one after the other; the results do not depend on it). With ``per_config=True`` the leaves of
     ``params0`` carry a leading configuration axis before the initialisation axis (each configuration
     starts from its own parameters: continuing runs from ``return_params``). With
     ``per_init_episodes=True`` the leaves of ``episodes`` carry a leading axis matching the
@@ -629,8 +630,11 @@ def compare_runs_concurrently(jobs: dict, keys, *, threads: int | None = None, *
     Returns:
         dict name -> ``(curves, per_task)`` of :func:`compare_runs`.
     """
-    key0 = jax.random.key(0)
-    for kw in jobs.values():   # shared programs compiled once, before the threads would race to compile them
+    key0 = jax.random.split(keys[0])[0]   # a key of the callers' kind (typed or raw)
+    for job, kw in jobs.items():   # shared programs compiled once, before the threads could race to compile them
+        for name in ("method", "kind", "init_fn", "sample_train", "eval_episodes"):
+            if name not in kw:
+                raise ValueError(f"compare_runs_concurrently: job {job!r} of argument 'jobs' must give '{name}'")
         for name in ("init_fn", "sample_train"):
             _jitted(kw[name]).lower(key0).compile()
     names = list(jobs)
