@@ -251,12 +251,6 @@ def test_train_families_matches_separate_runs_and_perturbed_copy():
         ex.family_setup(3, 2, 6)
 
 
-def test_mean_ci():
-    m, h = ex.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
-    np.testing.assert_allclose(m, [2.0, 2.0])
-    np.testing.assert_allclose(h, [1.96 * np.sqrt(2.0) / np.sqrt(2), 0.0])
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError):
         ex.head_loss(-1.0)

@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 import mathlib as ml
 from mathlib._validate import check_choice, check_int, check_nonnegative
-from mathlib._fits import fit_loglog_slope  # re-exported: the core's one definition of a slope
+from mathlib._fits import fit_geometric_ratio, fit_loglog_slope, mean_ci  # re-exported: the core's definitions
 
 __all__ = [
     "head_loss",
@@ -327,18 +327,6 @@ def implicit_error_sweep(loss: ml.HeadLoss, params, episode, alpha, ns, n_max: i
             "inner_residual": float(res)}
 
 
-def fit_geometric_ratio(n, err, tail: int | None = None):
-    """Ratio $r$ of a geometric fit $\\mathrm{err}\\approx Cr^N$ (least squares on ``log err``; last ``tail`` points)."""
-    n, err = np.asarray(n, float), np.asarray(err, float)
-    keep = (err > 0) & np.isfinite(err)
-    n, err = n[keep], err[keep]
-    if tail is not None:
-        n, err = n[-tail:], err[-tail:]
-    if n.size < 2:
-        raise ValueError("fit_geometric_ratio: need at least two positive points")
-    return float(np.exp(np.polyfit(n, np.log(err), 1)[0]))
-
-
 # =============================================================================== claim 2
 @functools.lru_cache(maxsize=16)
 def _train_program(loss, n_max: int, beta: float, num_steps: int, per_config: bool, per_init_episodes: bool):
@@ -481,13 +469,6 @@ def train_families(loss, seeds, n_tasks: int, alphas, ns, n_max: int, beta: floa
 
 
 # =============================================================================== claim 4
-def mean_ci(x, axis=0, z: float = 1.96):
-    """Mean and half-width ``z * std / sqrt(n)`` of a normal-approximation CI along ``axis``."""
-    x = np.asarray(x, float)
-    n = x.shape[axis]
-    return x.mean(axis=axis), z * x.std(axis=axis, ddof=1) / np.sqrt(n)
-
-
 def _estimator(method: str, alpha, steps: int):
     check_choice("compare_runs", "method", method, ("anil", "maml", "anil_fo"))
     if method == "maml":
